@@ -1,0 +1,51 @@
+# Warden — build, test, benchmark and run. `make test` installs what the tests
+# need on a fresh Debian machine (as root) and fails loudly when it cannot.
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+OPA_VERSION := v1.22.3
+export GOFLAGS := -buildvcs=false
+
+.PHONY: all build deps test test-go test-rego bench run fmt vet fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+## deps: install the tools and peers the tests need (idempotent).
+deps:
+	./scripts/deps.sh "$(BIN)" "$(OPA_VERSION)"
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+test: deps build vet test-rego test-go
+
+## test-rego: the default policy's Rego tests under the standard opa CLI, unchanged.
+test-rego:
+	$(BIN)/opa test -v policy/default | tail -n 3
+	$(BIN)/opa test policy/default
+
+test-go:
+	$(GO) test -count=1 -timeout 20m ./...
+
+## bench: figures side by side with their in-process baselines, one run.
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./conformance/
+
+## fuzz: run every fuzz target for FUZZTIME each.
+FUZZTIME ?= 20s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+## run: start wardend on sockets in a temp folder with a sample config.
+run: build
+	./scripts/run.sh "$(BIN)"
+
+clean:
+	rm -rf $(BIN)

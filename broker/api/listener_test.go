@@ -1,0 +1,99 @@
+package api
+
+import (
+	"bufio"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestListenReplacesStaleSocketAndSetsMode(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.sock")
+	if err := os.WriteFile(path, []byte("stale"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := Listen(path, "svc", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("mode = %v, want a socket with 0660", fi.Mode())
+	}
+}
+
+// TestPerUIDLimit: the connection over the limit is closed with no response;
+// closing one frees a slot.
+func TestPerUIDLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.sock")
+	raw, err := Listen(path, "svc", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := NewListener(raw, "svc", 2, slog.New(slog.DiscardHandler))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := PeerFromContext(r.Context())
+		WriteJSON(w, 200, map[string]any{"uid": p.UID, "pid": p.PID})
+	}), ConnContext: ConnContext}
+	go srv.Serve(ln)
+	defer srv.Close()
+
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	get := func(c net.Conn) (string, error) {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return "", err
+		}
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1000))
+		return string(b), nil
+	}
+	a, b := dial(), dial()
+	for _, c := range []net.Conn{a, b} {
+		if body, err := get(c); err != nil {
+			t.Fatalf("within the limit: %v", err)
+		} else if want := `"pid":`; !strings.Contains(body, want) {
+			t.Fatalf("body %s lacks peer", body)
+		}
+	}
+	over := dial()
+	if body, err := get(over); err == nil {
+		t.Fatalf("third connection got a response: %s", body)
+	}
+	over.Close()
+	a.Close()
+	// The slot is released when the server sees the close; retry until then.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := dial()
+		_, err := get(c)
+		c.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slot not released after a connection closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Close()
+}
