@@ -89,21 +89,22 @@ func (g *Guard) Authenticate(next http.Handler) http.Handler {
 		claims, err := g.tokens.Verify(r.Context(), strings.TrimSpace(tok), peer.UID)
 		if err != nil {
 			g.log.Info("capability token refused", "uid", peer.UID, "pid", peer.PID, "path", r.URL.Path, "reason", err)
-			WriteError(w, r, g.log, Unauthorized("invalid capability token: "+tokenReason(err)))
+			WriteError(w, r, g.log, TokenError(err))
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
 	})
 }
 
-// tokenReason is the caller-facing reason for a refused token.
-func tokenReason(err error) string {
+// TokenError is the 401 for a refused token: the reason, never the token
+// or the detail of a failed parse.
+func TokenError(err error) *Error {
 	for _, known := range []error{capabilities.ErrExpired, capabilities.ErrNotYetValid, capabilities.ErrRevoked, capabilities.ErrWrongUID} {
 		if errors.Is(err, known) {
-			return known.Error()
+			return Unauthorized(known.Error())
 		}
 	}
-	return capabilities.ErrInvalid.Error()
+	return Unauthorized(capabilities.ErrInvalid.Error())
 }
 
 // Caller returns the policy view of the request's peer.
