@@ -1,0 +1,102 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Load reads the configuration file path and its drop-ins (DropIns), merges
+// them, applies the defaults and validates the result. A missing base file
+// is an error.
+func Load(path string) (*Config, error) {
+	dropins, err := DropIns(path)
+	if err != nil {
+		return nil, err
+	}
+	return LoadFiles(path, dropins)
+}
+
+// LoadFiles is Load with an explicit list of drop-ins, applied in the order
+// given. Every file is first checked on its own (syntax, unknown keys,
+// types), so that errors name the file they are in; then the files are
+// merged and the result is validated. All problems found are returned,
+// joined; each is an *Error.
+func LoadFiles(base string, dropins []string) (*Config, error) {
+	merged := map[string]any{}
+	og := origins{}
+	var errs []error
+	for _, file := range append([]string{base}, dropins...) {
+		m, err := parseFile(file)
+		if err == nil {
+			err = checkFile(file, m)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		merge(merged, m, nil, file, og)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return build(merged, og)
+}
+
+// parseFile reads and parses one TOML file.
+func parseFile(path string) (map[string]any, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var m map[string]any
+	if _, err := toml.Decode(string(b), &m); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Err: syntaxError{pe}}
+		}
+		return nil, &Error{File: path, Err: err}
+	}
+	if m == nil {
+		m = map[string]any{}
+	}
+	return m, nil
+}
+
+// syntaxError is a TOML syntax error; it unwraps to the toml.ParseError.
+type syntaxError struct{ pe toml.ParseError }
+
+func (e syntaxError) Error() string { return "TOML syntax error: " + e.pe.Message }
+func (e syntaxError) Unwrap() error { return e.pe }
+
+// checkFile decodes one file's document on its own, to report unknown keys
+// and wrong types with the file's name. It also renames aliases in m.
+func checkFile(file string, m map[string]any) error {
+	var scratch Config
+	scratch.setDefaults()
+	d := decoder{reporter: reporter{file: file}}
+	d.value(nil, m, reflect.ValueOf(&scratch).Elem())
+	return d.err()
+}
+
+// build decodes the merged document, completes the defaults and validates.
+func build(merged map[string]any, og origins) (*Config, error) {
+	c := new(Config)
+	c.setDefaults()
+	d := decoder{reporter: reporter{origins: og}, final: true}
+	d.value(nil, merged, reflect.ValueOf(c).Elem())
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	if c.Warden.BrokerSocket == "" {
+		c.Warden.BrokerSocket = filepath.Join(c.Warden.SocketDir, "broker.sock")
+	}
+	if err := c.validate(og); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
