@@ -247,12 +247,13 @@ func (a *Authority) newClaims(now, exp time.Time, sub string, uid uint32, caps [
 // Authority's key), typ, iss and aud, validity period, revocation of the
 // token and of each ancestor, and cnf.uid == uid. A cached token is checked
 // for expiry, revocation and uid again on every call.
-func (a *Authority) Verify(ctx context.Context, token string, uid uint32) (*Claims, error) {
-	c, err := a.Inspect(ctx, token)
+func (a *Authority) Verify(_ context.Context, token string, uid uint32) (*Claims, error) {
+	now := a.now()
+	c, err := a.inspect(token, now)
 	if err != nil {
 		return nil, err
 	}
-	if err := a.Active(c); err != nil {
+	if err := a.active(c, now); err != nil {
 		return nil, err
 	}
 	if c.UID != uid {
@@ -264,6 +265,10 @@ func (a *Authority) Verify(ctx context.Context, token string, uid uint32) (*Clai
 // Inspect checks token's signature and structure only (not expiry, revocation
 // or uid), for introspection and for revocation by token.
 func (a *Authority) Inspect(_ context.Context, token string) (*Claims, error) {
+	return a.inspect(token, a.now())
+}
+
+func (a *Authority) inspect(token string, now time.Time) (*Claims, error) {
 	if len(token) > maxTokenLen {
 		return nil, fmt.Errorf("%w: longer than %d bytes", ErrInvalid, maxTokenLen)
 	}
@@ -271,7 +276,6 @@ func (a *Authority) Inspect(_ context.Context, token string) (*Claims, error) {
 		return a.parse(token)
 	}
 	key := cacheKey(token)
-	now := a.now()
 	if c := a.cache.get(key, now); c != nil {
 		return c, nil
 	}
@@ -288,7 +292,10 @@ func (a *Authority) Inspect(_ context.Context, token string) (*Claims, error) {
 // Active returns nil if c is within its validity period and neither c nor any
 // of its ancestors is revoked, else ErrExpired, ErrNotYetValid or ErrRevoked.
 func (a *Authority) Active(c *Claims) error {
-	now := a.now()
+	return a.active(c, a.now())
+}
+
+func (a *Authority) active(c *Claims, now time.Time) error {
 	if !now.Before(c.Expiry) {
 		return fmt.Errorf("%w at %s", ErrExpired, c.Expiry.UTC().Format(time.RFC3339))
 	}
