@@ -127,7 +127,7 @@ func parseResource(s string) error {
 		}
 		return errSyntax("want tpm:keys or tpm:authkey")
 	}
-	return errSyntax("unknown kind " + fmt.Sprintf("%q", kind) + ", want key, cert, identity or tpm")
+	return errSyntax(fmt.Sprintf("unknown kind %q, want key, cert, identity or tpm", kind))
 }
 
 type errSyntax string
