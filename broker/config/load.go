@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -27,19 +28,39 @@ func Load(path string) (*Config, error) {
 // merged and the result is validated. All problems found are returned,
 // joined; each is an *Error.
 func LoadFiles(base string, dropins []string) (*Config, error) {
+	var srcs []source
+	for _, file := range append([]string{base}, dropins...) {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		srcs = append(srcs, source{file, b})
+	}
+	return load(srcs)
+}
+
+// source is the name and content of one configuration file.
+type source struct {
+	name string
+	data []byte
+}
+
+// load checks each source on its own, merges them in order, then builds and
+// validates the Config.
+func load(srcs []source) (*Config, error) {
 	merged := map[string]any{}
 	og := origins{}
 	var errs []error
-	for _, file := range append([]string{base}, dropins...) {
-		m, err := parseFile(file)
+	for _, src := range srcs {
+		m, err := parse(src)
 		if err == nil {
-			err = checkFile(file, m)
+			err = checkFile(src.name, m)
 		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		merge(merged, m, nil, file, og)
+		merge(merged, m, nil, src.name, og)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -47,19 +68,18 @@ func LoadFiles(base string, dropins []string) (*Config, error) {
 	return build(merged, og)
 }
 
-// parseFile reads and parses one TOML file.
-func parseFile(path string) (map[string]any, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
+// parse parses one TOML file.
+func parse(src source) (map[string]any, error) {
 	var m map[string]any
-	if _, err := toml.Decode(string(b), &m); err != nil {
+	if _, err := toml.Decode(string(src.data), &m); err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
-			return nil, &Error{File: path, Line: pe.Position.Line, Key: pe.LastKey, Err: syntaxError{pe}}
+			// Position.Line counts an error at a newline on the next line;
+			// the byte offset does not.
+			line := 1 + bytes.Count(src.data[:min(max(pe.Position.Start, 0), len(src.data))], []byte("\n"))
+			return nil, &Error{File: src.name, Line: line, Key: pe.LastKey, Err: syntaxError{pe}}
 		}
-		return nil, &Error{File: path, Err: err}
+		return nil, &Error{File: src.name, Err: err}
 	}
 	if m == nil {
 		m = map[string]any{}
