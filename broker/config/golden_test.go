@@ -2,8 +2,10 @@ package config
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -189,5 +191,33 @@ func TestGoldenAsDropIn(t *testing.T) {
 	var buf bytes.Buffer
 	if err := c.Encode(&buf); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDocExample: the example of docs/config.md (a base file and a drop-in)
+// loads.
+func TestDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, example, ok := strings.Cut(string(doc), "\n## Example\n")
+	if !ok {
+		t.Fatal("docs/config.md has no Example section")
+	}
+	var blocks []string
+	for _, part := range strings.Split(example, "```toml\n")[1:] {
+		block, _, _ := strings.Cut(part, "```")
+		blocks = append(blocks, block)
+	}
+	if len(blocks) != 2 {
+		t.Fatalf("%d toml blocks in the example, want 2", len(blocks))
+	}
+	c, err := Load(writeConfig(t, blocks[0], map[string]string{"aziot-edged-principal.toml": blocks[1]}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Principals) != 1 || c.Warden.Modules["dps"].Path == "" || c.Provisioning.Attestation.IdentityCert.Issued == nil {
+		t.Errorf("example loaded as %+v", c)
 	}
 }
