@@ -25,8 +25,9 @@ func Load(path string) (*Config, error) {
 // LoadFiles is Load with an explicit list of drop-ins, applied in the order
 // given. Every file is first checked on its own (syntax, unknown keys,
 // types), so that errors name the file they are in; then the files are
-// merged and the result is validated. All problems found are returned,
-// joined; each is an *Error.
+// merged and the result is validated. All problems found in the files are
+// returned, joined; each is an *Error. A file that cannot be read is an
+// error wrapping the os error.
 func LoadFiles(base string, dropins []string) (*Config, error) {
 	var srcs []source
 	for _, file := range append([]string{base}, dropins...) {
@@ -94,7 +95,8 @@ func (e syntaxError) Error() string { return "TOML syntax error: " + e.pe.Messag
 func (e syntaxError) Unwrap() error { return e.pe }
 
 // checkFile decodes one file's document on its own, to report unknown keys
-// and wrong types with the file's name. It also renames aliases in m.
+// and wrong types with the file's name. It also puts m in canonical form
+// (aliases renamed, flattened keys moved into their table) for the merge.
 func checkFile(file string, m map[string]any) error {
 	var scratch Config
 	scratch.setDefaults()

@@ -52,7 +52,8 @@ func merge(dst, src map[string]any, p keyPath, file string, og origins) {
 	for _, k := range sortedKeys(src) {
 		kp := p.k(k)
 		sv := src[k]
-		if dv, ok := dst[k]; ok {
+		dv, existed := dst[k]
+		if existed {
 			if dm, ok := dv.(map[string]any); ok {
 				if sm, ok := sv.(map[string]any); ok {
 					og.addFile(kp, file)
@@ -72,7 +73,9 @@ func merge(dst, src map[string]any, p keyPath, file string, og origins) {
 			}
 		}
 		dst[k] = sv
-		og.forget(kp)
+		if existed {
+			og.forget(kp)
+		}
 		og.set(kp, file, nil)
 		if sa, ok := asArray(sv); ok {
 			for i := range sa {
