@@ -64,8 +64,10 @@ type Attestation struct {
 // SymmetricKey is { value = "<base64>" } (the key itself, padding optional)
 // or { uri = "file://…" | "pkcs11:…" } (where the key is).
 type SymmetricKey struct {
+	// Value (value) is the key itself, base64.
 	Value string `toml:"value,omitempty"`
-	URI   string `toml:"uri,omitempty"`
+	// URI (uri) is where the key is: a file:// or pkcs11: URI.
+	URI string `toml:"uri,omitempty"`
 }
 
 // Bytes decodes Value, with or without base64 padding.
@@ -89,7 +91,9 @@ type Payload struct {
 // RegistrationID is a DPS registration ID: a plain name, or (x509 only) a
 // subject table such as { CN = "my-device", L = "AQ" }.
 type RegistrationID struct {
-	Name    string
+	// Name is set when the ID is given as a string.
+	Name string
+	// Subject is set (non-nil) when the ID is given as a subject table.
 	Subject map[string]string
 }
 
@@ -115,7 +119,9 @@ func (r RegistrationID) encodeTOML() any {
 // CertSource is a certificate given either as a reference to an existing one
 // (a file:// URI, or a cert ID) or as a table saying how to issue it.
 type CertSource struct {
-	Ref    string
+	// Ref is set when the certificate is given as a string (see IsURI).
+	Ref string
+	// Issued is set when the certificate is given as an issuance table.
 	Issued *IssuedCert
 }
 
@@ -265,14 +271,18 @@ func (e *EST) setDefaults() { e.IdentityAutoRenew.setDefaults() }
 // LocalCA is [cert_issuance.local_ca]: Cert is an existing certificate (URI
 // or ID) with its key PK, or an issuance table (the key is then generated).
 type LocalCA struct {
+	// Cert (cert) is the CA certificate; required.
 	Cert CertSource `toml:"cert,required"`
-	PK   string     `toml:"pk,omitempty"`
+	// PK (pk) is the CA key (a key URI or ID) when Cert is a reference.
+	PK string `toml:"pk,omitempty"`
 }
 
 // PreloadedCert is a [preloaded_certs] entry: a file:// URI, or a bundle of
 // other cert IDs.
 type PreloadedCert struct {
-	URI    string
+	// URI is set when the entry is a string.
+	URI string
+	// Bundle is set (non-nil) when the entry is an array of cert IDs.
 	Bundle []string
 }
 
