@@ -1,0 +1,270 @@
+// Package broker assembles wardend: configuration, the key store, the
+// policy engine, the token authority, and one HTTP server per socket, each
+// behind the shared request pipeline of package api.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/config"
+	"github.com/warden-iot/warden/broker/control"
+	"github.com/warden-iot/warden/broker/identityd"
+	"github.com/warden-iot/warden/capabilities"
+	"github.com/warden-iot/warden/hsm"
+	"github.com/warden-iot/warden/policy"
+)
+
+// TokenKeyID is the key-store ID of the key that signs capability tokens.
+const TokenKeyID = "warden-token-signing-key"
+
+// Broker is a running wardend.
+type Broker struct {
+	log     *slog.Logger
+	engine  *policy.Engine
+	dlog    *policy.DecisionLog
+	tokens  *capabilities.Authority
+	guard   *api.Guard
+	servers []*server
+
+	mu  sync.Mutex
+	cfg *config.Config
+}
+
+type server struct {
+	name     string
+	path     string
+	listener *api.Listener
+	http     *http.Server
+}
+
+// New builds a broker from cfg: it creates the state directory (0700), loads
+// or creates the token key, prepares the policy and opens every socket.
+func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broker, err error) {
+	b := &Broker{log: logger, cfg: cfg}
+	defer func() {
+		if err != nil {
+			b.close()
+		}
+	}()
+	w := cfg.Warden
+	if err := os.MkdirAll(w.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(w.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	store, err := hsm.NewFileStore(w.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := store.KeyPair(ctx, TokenKeyID)
+	if err != nil {
+		return nil, fmt.Errorf("token signing key: %w", err)
+	}
+	b.tokens, err = capabilities.NewAuthority(signer, capabilities.Options{
+		DefaultTTL:     w.Tokens.DefaultTTL.Duration,
+		MaxTTL:         w.Tokens.MaxTTL.Duration,
+		RevocationPath: filepath.Join(w.StateDir, "revoked-tokens.json"),
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if w.Policy.DecisionLog != "" {
+		b.dlog, err = policy.OpenDecisionLog(w.Policy.DecisionLog, policy.DecisionLogOptions{FailClosed: w.Policy.DecisionLogFailClosed})
+		if err != nil {
+			return nil, err
+		}
+	}
+	b.engine, err = policy.New(ctx, policy.Options{
+		Dir: w.Policy.Dir, Principals: principals(cfg), Logger: logger, DecisionLog: b.dlog})
+	if err != nil {
+		return nil, err
+	}
+	b.guard = api.NewGuard(b.tokens, b.engine, logger, nil)
+	b.guard.SetPrincipalNames(principalNames(cfg))
+	if err := b.listen(cfg); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// services lists each socket's API. The aziot services whose routes have not
+// been built yet still answer with the shared framework (api-version, 404).
+func (b *Broker) services() map[string]*api.Service {
+	ctl := control.New(b.tokens, b.guard, b.log, b.engine.Revision)
+	mw := []func(http.Handler) http.Handler{b.guard.Authenticate}
+	return map[string]*api.Service{
+		"broker":    ctl.Service(),
+		"identityd": identityd.New(b.guard, b.log).Service(),
+		"keyd":      {Name: "keyd", Versions: []string{"2020-09-01", "2021-05-01"}, Middleware: mw, Logger: b.log},
+		"certd":     {Name: "certd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
+		"tpmd":      {Name: "tpmd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
+	}
+}
+
+// SocketNames are the sockets wardend serves, in start order.
+var SocketNames = []string{"broker", "keyd", "certd", "identityd", "tpmd"}
+
+func (b *Broker) listen(cfg *config.Config) error {
+	gid, err := socketGroup(cfg.Warden.SocketGroup)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.Warden.SocketDir, 0o755); err != nil {
+		return fmt.Errorf("socket dir: %w", err)
+	}
+	svcs := b.services()
+	for _, name := range SocketNames {
+		path := cfg.SocketPath(name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return fmt.Errorf("socket %s: %w", name, err)
+		}
+		l, err := api.Listen(path, name, gid)
+		if err != nil {
+			return err
+		}
+		ln := api.NewListener(l, name, cfg.MaxRequests(name), b.log)
+		b.servers = append(b.servers, &server{name: name, path: path, listener: ln, http: &http.Server{
+			Handler:           svcs[name].Handler(),
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       5 * time.Second,
+			IdleTimeout:       30 * time.Second,
+			ConnContext:       api.ConnContext,
+			ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+		}})
+	}
+	return nil
+}
+
+func socketGroup(g string) (int, error) {
+	if g == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(g); err == nil {
+		return n, nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return 0, fmt.Errorf("warden.socket_group: %w", err)
+	}
+	return strconv.Atoi(grp.Gid)
+}
+
+// Serve serves every socket until ctx is done, then shuts down gracefully
+// (in-flight requests get up to 10 s).
+func (b *Broker) Serve(ctx context.Context) error {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	if b.cfg.Warden.Policy.Dir != "" {
+		go func() {
+			if err := b.engine.Watch(watchCtx); err != nil && !errors.Is(err, context.Canceled) {
+				b.log.Error("policy watch stopped", "err", err)
+			}
+		}()
+	}
+	errc := make(chan error, len(b.servers))
+	for _, s := range b.servers {
+		go func() {
+			if err := s.http.Serve(s.listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("socket %s: %w", s.name, err)
+				return
+			}
+			errc <- nil
+		}()
+		b.log.Info("listening", "socket", s.name, "path", s.path)
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	for _, s := range b.servers {
+		s.http.Shutdown(shutCtx)
+	}
+	b.close()
+	return err
+}
+
+func (b *Broker) close() {
+	for _, s := range b.servers {
+		s.listener.Close()
+	}
+	if b.dlog != nil {
+		b.dlog.Close()
+	}
+}
+
+// Reload applies a new configuration: principals (policy data and names),
+// connection limits, and the policy directory. Socket paths, the state
+// directory and token lifetimes need a restart; a change to them is logged.
+func (b *Broker) Reload(ctx context.Context, cfg *config.Config) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old := b.cfg.Warden
+	if old.StateDir != cfg.Warden.StateDir || old.SocketDir != cfg.Warden.SocketDir || old.BrokerSocket != cfg.Warden.BrokerSocket ||
+		old.Policy.Dir != cfg.Warden.Policy.Dir || old.Tokens != cfg.Warden.Tokens {
+		b.log.Warn("reload: changes to warden state_dir, sockets, policy.dir or tokens take effect at the next restart")
+	}
+	if err := b.engine.SetPrincipals(ctx, principals(cfg)); err != nil {
+		return fmt.Errorf("reload: %w", err)
+	}
+	if b.cfg.Warden.Policy.Dir != "" {
+		if err := b.engine.Reload(ctx); err != nil {
+			b.log.Error("reload: policy refused, the previous policy stays", "err", err)
+		}
+	}
+	b.guard.SetPrincipalNames(principalNames(cfg))
+	for _, s := range b.servers {
+		s.listener.SetMaxRequests(cfg.MaxRequests(s.name))
+	}
+	b.cfg.Principals = cfg.Principals
+	b.log.Info("configuration reloaded", "principals", len(cfg.Principals), "policy_revision", b.engine.Revision())
+	return nil
+}
+
+func principals(cfg *config.Config) []policy.Principal {
+	out := make([]policy.Principal, len(cfg.Principals))
+	for i, p := range cfg.Principals {
+		out[i] = policy.Principal{UID: p.UID, Name: p.Name, IDType: p.IDType, Keys: p.Keys, Certs: p.Certs}
+		if p.LocalID != nil {
+			out[i].LocalID = map[string]any{"type": p.LocalID.Type, "attributes": p.LocalID.Attributes}
+		}
+	}
+	return out
+}
+
+// principalNames maps each uid to the name of its first named principal.
+func principalNames(cfg *config.Config) map[uint32]string {
+	m := make(map[uint32]string, len(cfg.Principals))
+	for _, p := range cfg.Principals {
+		if _, seen := m[p.UID]; !seen && p.Name != "" {
+			m[p.UID] = p.Name
+		}
+	}
+	return m
+}
+
+// Handler returns the HTTP handler served on the named socket (for
+// in-process benchmarks and tests), or nil.
+func (b *Broker) Handler(socket string) http.Handler {
+	for _, s := range b.servers {
+		if s.name == socket {
+			return s.http.Handler
+		}
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+// Command wardenctl is Warden's command-line tool: it checks configuration,
+// evaluates policy offline, and manages capability tokens over broker.sock.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: wardenctl <command> [flags]
+
+commands:
+  config check -c FILE                  print the merged configuration, or the error (exit 1)
+  policy eval --input FILE [-c FILE]    evaluate the policy on an input document offline
+  token mint --cap RES=OP[,OP] … [--ttl D] [--raw]
+  token attenuate --token T --cap RES=OP[,OP] … [--ttl D] [--uid N] [--raw]
+  token revoke (--id ID | --token T)
+  token introspect --token T
+  health                                ask wardend whether it is serving
+
+Commands that talk to wardend find broker.sock from -c FILE (default
+/etc/warden/config.toml), or take --socket PATH. A token argument "-" or
+"@FILE" reads the token from standard input or FILE.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return 2
+	}
+	var err error
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "config":
+		err = configCmd(rest)
+	case "policy":
+		err = policyCmd(rest)
+	case "token":
+		err = tokenCmd(rest)
+	case "health":
+		err = healthCmd(rest)
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return 0
+	default:
+		err = usageErr("unknown command %q", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wardenctl:", err)
+		if _, ok := err.(usageError); ok {
+			return 2
+		}
+		return 1
+	}
+	return 0
+}
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) + " (see wardenctl help)" }
+
+func usageErr(format string, a ...any) error { return usageError(fmt.Sprintf(format, a...)) }

@@ -1,0 +1,107 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warden-iot/warden/broker"
+	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/config"
+	"github.com/warden-iot/warden/client"
+)
+
+// BenchmarkBrokerRequest measures a small authorized request (GET /health,
+// one policy decision) over broker.sock with 1 and 8 concurrent clients,
+// beside the same handler called in-process, and prints the ratio.
+func BenchmarkBrokerRequest(b *testing.B) {
+	dir := b.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n", filepath.Join(dir, "state"), filepath.Join(dir, "run"))), 0o600)
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	br, err := broker.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { br.Serve(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	sock := cfg.SocketPath("broker")
+	c := client.New(sock, "2026-12-01")
+	for deadline := time.Now().Add(10 * time.Second); c.Do(ctx, "GET", "/health", nil, nil) != nil; {
+		if time.Now().After(deadline) {
+			b.Fatal("broker not ready")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	h := br.Handler("broker")
+	peerCtx := api.WithPeer(ctx, api.Peer{UID: 0, PID: int32(os.Getpid())})
+
+	rates := map[string]float64{}
+	for _, clients := range []int{1, 8} {
+		socket := func(b *testing.B) {
+			cl := client.New(sock, "2026-12-01")
+			defer cl.Close()
+			parallel(b, clients, func() error { return cl.Do(ctx, "GET", "/health", nil, nil) })
+		}
+		inproc := func(b *testing.B) {
+			parallel(b, clients, func() error {
+				r := httptest.NewRequest("GET", "/health?api-version=2026-12-01", nil).WithContext(peerCtx)
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != http.StatusOK {
+					return fmt.Errorf("status %d", w.Code)
+				}
+				return nil
+			})
+		}
+		for name, f := range map[string]func(*testing.B){"socket": socket, "inprocess": inproc} {
+			key := fmt.Sprintf("clients=%d/%s", clients, name)
+			b.Run(key, func(b *testing.B) {
+				f(b)
+				rates[key] = float64(b.N) / b.Elapsed().Seconds()
+				b.ReportMetric(rates[key], "req/s")
+			})
+		}
+		fmt.Printf("broker.sock GET /health, %d client(s): socket %.0f req/s, in-process %.0f req/s, ratio %.2f\n",
+			clients, rates[fmt.Sprintf("clients=%d/socket", clients)], rates[fmt.Sprintf("clients=%d/inprocess", clients)],
+			rates[fmt.Sprintf("clients=%d/socket", clients)]/rates[fmt.Sprintf("clients=%d/inprocess", clients)])
+	}
+}
+
+// parallel runs b.N calls of f spread over n goroutines.
+func parallel(b *testing.B, n int, f func() error) {
+	var wg sync.WaitGroup
+	var once sync.Once
+	per := b.N / n
+	if per == 0 {
+		per = 1
+	}
+	b.ResetTimer()
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range per {
+				if err := f(); err != nil {
+					once.Do(func() { b.Error(err) })
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
