@@ -156,7 +156,7 @@ func (a *Authority) Mint(ctx context.Context, sub string, uid uint32, caps []Cap
 	if err := ctx.Err(); err != nil {
 		return "", nil, fmt.Errorf("mint: %w", err)
 	}
-	if err := validateCapabilities(caps); err != nil {
+	if err := ValidateCapabilities(caps); err != nil {
 		return "", nil, err
 	}
 	if sub == "" {
@@ -186,7 +186,7 @@ func (a *Authority) Attenuate(ctx context.Context, parent string, callerUID uint
 	if err != nil {
 		return "", nil, fmt.Errorf("attenuate: parent: %w", err)
 	}
-	if err := validateCapabilities(caps); err != nil {
+	if err := ValidateCapabilities(caps); err != nil {
 		return "", nil, err
 	}
 	if !Within(caps, p.Capabilities) {

@@ -118,7 +118,7 @@ func (w *wireClaims) claims() (*Claims, error) {
 	case (w.Par == "") != (len(w.Anc) == 0) || len(w.Anc) > 0 && w.Anc[len(w.Anc)-1] != w.Par:
 		return bad("par is not the last of anc")
 	}
-	if validateCapabilities(w.Cap) != nil {
+	if ValidateCapabilities(w.Cap) != nil {
 		return bad("cap is not a valid scope")
 	}
 	return &Claims{

@@ -134,9 +134,9 @@ type errSyntax string
 
 func (e errSyntax) Error() string { return string(e) }
 
-// validateCapabilities checks a requested scope; the error wraps
+// ValidateCapabilities checks the syntax of a requested scope; the error wraps
 // ErrInvalidRequest.
-func validateCapabilities(caps []Capability) error {
+func ValidateCapabilities(caps []Capability) error {
 	if len(caps) == 0 {
 		return fmt.Errorf("%w: no capabilities requested", ErrInvalidRequest)
 	}

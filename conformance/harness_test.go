@@ -116,6 +116,7 @@ keys = ["a-*"]
 [[principal]]
 uid = %d
 name = "agent-b"
+idtype = ["module"]
 `, filepath.Join(dir, "state"), filepath.Join(dir, "run"), otherGID, uidA, uidB)
 }
 

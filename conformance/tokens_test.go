@@ -191,13 +191,13 @@ func TestAttenuation(t *testing.T) {
 			t.Errorf("attenuate to %s: %d %s, want 400", w.name, r.Status, r.Body)
 		}
 	}
-	child := decodeMinted(t, do(t, d.post("/tokens/attenuate", map[string]any{"token": parent.Token, "capabilities": caps("identity:trust-bundle", "trust_bundle"), "ttlSeconds": 3000, "uid": uidA}, nil)))
+	child := decodeMinted(t, do(t, d.post("/tokens/attenuate", map[string]any{"token": parent.Token, "capabilities": caps("identity:*", "trust_bundle"), "ttlSeconds": 3000, "uid": uidA}, nil)))
 	pexp, _ := time.Parse(time.RFC3339, parent.ExpiresAt)
 	cexp, _ := time.Parse(time.RFC3339, child.ExpiresAt)
 	if cexp.After(pexp) {
 		t.Errorf("child expires %v, after its parent %v", cexp, pexp)
 	}
-	grandchild := decodeMinted(t, doAs(t, uidA, d.post("/tokens/attenuate", map[string]any{"token": child.Token, "capabilities": caps("identity:trust-bundle", "trust_bundle")}, nil)))
+	grandchild := decodeMinted(t, doAs(t, uidA, d.post("/tokens/attenuate", map[string]any{"token": child.Token, "capabilities": caps("identity:*", "trust_bundle")}, nil)))
 	for _, tok := range []string{child.Token, grandchild.Token} {
 		if r := doAs(t, uidA, d.trustBundle(tok)); r.Status != 200 {
 			t.Fatalf("descendant before revocation: %d %s", r.Status, r.Body)

@@ -80,6 +80,10 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
+	if err := capabilities.ValidateCapabilities(toCaps(req.Capabilities)); err != nil {
+		api.WriteError(w, r, s.log, api.InvalidParameter("capabilities", err))
+		return
+	}
 	caller, _ := s.guard.Caller(r.Context())
 	if err := s.authorize(r, policy.Action{Service: "tokens", Operation: "mint", Resource: "tokens",
 		Details: map[string]any{"capabilities": detailCaps(req.Capabilities), "ttl_seconds": req.TTLSeconds}}); err != nil {
@@ -104,6 +108,10 @@ func (s *Server) attenuate(w http.ResponseWriter, r *http.Request) {
 	d, err := ttl(req.TTLSeconds)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
+		return
+	}
+	if err := capabilities.ValidateCapabilities(toCaps(req.Capabilities)); err != nil {
+		api.WriteError(w, r, s.log, api.InvalidParameter("capabilities", err))
 		return
 	}
 	caller, _ := s.guard.Caller(r.Context())
