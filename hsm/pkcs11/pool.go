@@ -1,0 +1,242 @@
+package pkcs11
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/warden-iot/warden/hsm"
+)
+
+// token is one PKCS#11 token: its pool of logged-in sessions and its cache of
+// object handles by label.
+type token struct {
+	b    *Backend
+	slot uint
+	name string // label, or "slot N", for messages
+	pin  string
+
+	// permits bounds the sessions in use: a send takes a permit, a receive
+	// gives it back. idle holds open sessions nobody uses. A session is
+	// opened only while holding a permit and finding idle empty, so there
+	// are never more open sessions than cap(permits).
+	permits chan struct{}
+	idle    chan pkcs11.SessionHandle
+
+	handles sync.Map // objKey → pkcs11.ObjectHandle
+
+	// createMu serialises the create, import, move and delete paths, so that
+	// two first uses of a label cannot each create an object.
+	createMu sync.Mutex
+}
+
+type objKey struct {
+	class uint
+	label string
+}
+
+func newToken(b *Backend, slot uint, info pkcs11.TokenInfo, pin string) *token {
+	n := b.maxSessions
+	for _, m := range []uint{info.MaxSessionCount, info.MaxRwSessionCount} {
+		if m != pkcs11.CK_EFFECTIVELY_INFINITE && m != pkcs11.CK_UNAVAILABLE_INFORMATION && int(m) < n {
+			n = max(int(m), 1)
+		}
+	}
+	name := info.Label
+	if name == "" {
+		name = fmt.Sprintf("slot %d", slot)
+	}
+	return &token{
+		b:       b,
+		slot:    slot,
+		name:    name,
+		pin:     pin,
+		permits: make(chan struct{}, n),
+		idle:    make(chan pkcs11.SessionHandle, n),
+	}
+}
+
+// open opens a read-write session and logs it in (PKCS#11 login is per
+// token, so later sessions find the user already logged in).
+func (t *token) open() (pkcs11.SessionHandle, error) {
+	p := t.b.p
+	s, err := p.OpenSession(t.slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return 0, fmt.Errorf("open a session: %w", describe(err))
+	}
+	if t.pin != "" {
+		if err := p.Login(s, pkcs11.CKU_USER, t.pin); err != nil && code(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+			_ = p.CloseSession(s)
+			return 0, fmt.Errorf("log in: %w", describe(err))
+		}
+	}
+	return s, nil
+}
+
+// acquire returns a session for the caller's exclusive use until release:
+// an idle one, a new one while below the bound, or else the first one another
+// caller gives back.
+func (t *token) acquire(ctx context.Context) (pkcs11.SessionHandle, error) {
+	select {
+	case t.permits <- struct{}{}:
+	default:
+		select {
+		case t.permits <- struct{}{}:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-t.b.done:
+			return 0, errClosed
+		}
+	}
+	select {
+	case <-t.b.done:
+		<-t.permits
+		return 0, errClosed
+	case s := <-t.idle:
+		return s, nil
+	default:
+	}
+	s, err := t.open()
+	if err != nil {
+		<-t.permits
+		return 0, err
+	}
+	t.b.log.Debug("PKCS#11 session pool grew", "token", t.name, "in_use", len(t.permits))
+	return s, nil
+}
+
+// release gives s back, or closes it when opErr says it is broken.
+func (t *token) release(s pkcs11.SessionHandle, opErr error) {
+	if opErr != nil && brokenSession(opErr) {
+		t.b.log.Warn("PKCS#11 session dropped", "token", t.name, "err", opErr)
+		_ = t.b.p.CloseSession(s)
+	} else {
+		t.idle <- s
+	}
+	<-t.permits
+}
+
+// close waits for every session to come back and closes them.
+func (t *token) close() error {
+	for range cap(t.permits) {
+		t.permits <- struct{}{}
+	}
+	var errs []error
+	for {
+		select {
+		case s := <-t.idle:
+			if err := t.b.p.CloseSession(s); err != nil {
+				errs = append(errs, opError("close a session", "", t.name, err))
+			}
+		default:
+			return errors.Join(errs...)
+		}
+	}
+}
+
+// findAll returns the handles of every object matching template.
+func (t *token) findAll(s pkcs11.SessionHandle, template []*pkcs11.Attribute) ([]pkcs11.ObjectHandle, error) {
+	p := t.b.p
+	if err := p.FindObjectsInit(s, template); err != nil {
+		return nil, err
+	}
+	var all []pkcs11.ObjectHandle
+	for {
+		hs, _, err := p.FindObjects(s, 16)
+		if err != nil {
+			_ = p.FindObjectsFinal(s)
+			return nil, err
+		}
+		if len(hs) == 0 {
+			break
+		}
+		all = append(all, hs...)
+	}
+	return all, p.FindObjectsFinal(s)
+}
+
+// labelled returns the handles of the objects of class labelled label.
+func (t *token) labelled(s pkcs11.SessionHandle, class uint, label string) ([]pkcs11.ObjectHandle, error) {
+	return t.findAll(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, class),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	})
+}
+
+// find returns the (cached) handle of the object of class labelled label, or
+// hsm.ErrNotFound.
+func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (pkcs11.ObjectHandle, error) {
+	k := objKey{class, label}
+	if h, ok := t.handles.Load(k); ok {
+		return h.(pkcs11.ObjectHandle), nil
+	}
+	hs, err := t.labelled(s, class, label)
+	if err != nil {
+		return 0, err
+	}
+	if len(hs) == 0 {
+		return 0, hsm.ErrNotFound
+	}
+	if len(hs) > 1 {
+		t.b.log.Warn("PKCS#11 token holds several objects with one label; using the first",
+			"token", t.name, "label", label, "count", len(hs))
+	}
+	t.handles.Store(k, hs[0])
+	return hs[0], nil
+}
+
+// forget drops the cached handles of label.
+func (t *token) forget(label string) {
+	for _, c := range []uint{pkcs11.CKO_SECRET_KEY, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+		t.handles.Delete(objKey{c, label})
+	}
+}
+
+// with runs fn with the handle of the object of class labelled label, looking
+// it up again once if the cached handle turns out stale.
+func (t *token) with(s pkcs11.SessionHandle, class uint, label string, fn func(pkcs11.ObjectHandle) error) error {
+	h, err := t.find(s, class, label)
+	if err != nil {
+		return err
+	}
+	err = fn(h)
+	if err != nil && staleHandle(err) {
+		t.forget(label)
+		if h, err = t.find(s, class, label); err != nil {
+			return err
+		}
+		err = fn(h)
+	}
+	return err
+}
+
+// do runs fn on a pooled session of loc's token with loc's object label, and
+// wraps a failure as `pkcs11: <op> "<label>" on token "<token>": …`.
+func (b *Backend) do(ctx context.Context, loc, op string, fn func(t *token, s pkcs11.SessionHandle, label string) error) error {
+	t, label, err := b.target(ctx, loc)
+	if err != nil {
+		return err
+	}
+	s, err := t.acquire(ctx)
+	if err != nil {
+		return opError(op, label, t.name, err)
+	}
+	err = fn(t, s, label)
+	t.release(s, err)
+	if err != nil {
+		return opError(op, label, t.name, err)
+	}
+	return nil
+}
+
+// attrs reads attributes of h.
+func (t *token) attrs(s pkcs11.SessionHandle, h pkcs11.ObjectHandle, types ...uint) ([]*pkcs11.Attribute, error) {
+	q := make([]*pkcs11.Attribute, len(types))
+	for i, typ := range types {
+		q[i] = pkcs11.NewAttribute(typ, nil)
+	}
+	return t.b.p.GetAttributeValue(s, h, q)
+}
