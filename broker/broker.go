@@ -5,6 +5,7 @@ package broker
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,6 +36,7 @@ type Broker struct {
 	dlog    *policy.DecisionLog
 	tokens  *capabilities.Authority
 	guard   *api.Guard
+	keys    *hsm.Keys
 	servers []*server
 
 	mu  sync.Mutex
@@ -64,13 +66,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 	if err := os.Chmod(w.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
-	store, err := hsm.NewFileStore(w.StateDir)
+	signer, err := b.openKeys(ctx, cfg, logger)
 	if err != nil {
 		return nil, err
-	}
-	signer, err := store.KeyPair(ctx, TokenKeyID)
-	if err != nil {
-		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	b.tokens, err = capabilities.NewAuthority(signer, capabilities.Options{
 		DefaultTTL:     w.Tokens.DefaultTTL.Duration,
@@ -98,6 +96,36 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 		return nil, err
 	}
 	return b, nil
+}
+
+// openKeys opens the key store of [aziot_keys] and [preloaded_keys] (file
+// keys under homedir_path, default the state directory; the PKCS#11 base
+// slot first when configured) and returns the token key as a signer that
+// never leaves the store: created as an EC P-256 key pair on first start.
+func (b *Broker) openKeys(ctx context.Context, cfg *config.Config, logger *slog.Logger) (crypto.Signer, error) {
+	home := cfg.AziotKeys["homedir_path"]
+	if home == "" {
+		home = cfg.Warden.StateDir
+	}
+	keys, err := hsm.Open(ctx, hsm.Config{
+		HomeDir:        home,
+		PKCS11LibPath:  cfg.AziotKeys["pkcs11_lib_path"],
+		PKCS11BaseSlot: cfg.AziotKeys["pkcs11_base_slot"],
+		Preloaded:      cfg.PreloadedKeys,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("key store: %w", err)
+	}
+	b.keys = keys
+	if err := keys.CreateKeyPair(ctx, TokenKeyID, []hsm.Algorithm{hsm.ECP256}); err != nil {
+		return nil, fmt.Errorf("token signing key: %w", err)
+	}
+	signer, err := keys.Signer(ctx, TokenKeyID)
+	if err != nil {
+		return nil, fmt.Errorf("token signing key: %w", err)
+	}
+	return signer, nil
 }
 
 // services lists each socket's API. The aziot services whose routes have not
@@ -206,7 +234,15 @@ func (b *Broker) close() {
 	if b.dlog != nil {
 		b.dlog.Close()
 	}
+	if b.keys != nil {
+		if err := b.keys.Close(); err != nil {
+			b.log.Error("closing the key store", "err", err)
+		}
+	}
 }
+
+// Keys returns the broker's key store (for the key service and tests).
+func (b *Broker) Keys() *hsm.Keys { return b.keys }
 
 // Reload applies a new configuration: principals (policy data and names),
 // connection limits, and the policy directory. Socket paths, the state

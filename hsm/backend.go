@@ -18,6 +18,12 @@ var (
 	// ErrInvalidParameter: the request itself is wrong (bad IV, wrong key type,
 	// malformed ciphertext…); keyd answers 400.
 	ErrInvalidParameter = errors.New("invalid parameter")
+	// ErrMalformed: something is at the location but it is not a usable key
+	// (the file backend: an empty key file, or a key-pair file that is not a
+	// PEM private key — what an ungraceful shutdown under aziot could leave).
+	// Create paths treat it as missing and replace it (aziot PR #612); load
+	// and use paths report it (keyd answers 500).
+	ErrMalformed = errors.New("malformed key")
 )
 
 // Usage is what a symmetric key is for, as aziot's usage flags
@@ -112,7 +118,8 @@ type Backend interface {
 	CreateKey(ctx context.Context, loc string, usage Usage) error
 	// ImportKey stores key at loc, replacing any key there.
 	ImportKey(ctx context.Context, loc string, key []byte, usage Usage) error
-	// KeyExists reports whether a (well-formed) symmetric key is at loc.
+	// KeyExists reports whether a (well-formed) symmetric key is at loc; a
+	// malformed one gives false and an error wrapping ErrMalformed.
 	KeyExists(ctx context.Context, loc string) (bool, error)
 	// DeleteKey removes the symmetric key at loc; absent is not an error.
 	DeleteKey(ctx context.Context, loc string) error
@@ -126,7 +133,8 @@ type Backend interface {
 	// CreateKeyPair generates a key pair at loc unless one exists, with the
 	// first algorithm of algs the backend can do (ErrUnsupported if none).
 	CreateKeyPair(ctx context.Context, loc string, algs []Algorithm) error
-	// KeyPairExists reports whether a (well-formed) key pair is at loc.
+	// KeyPairExists reports whether a (well-formed) key pair is at loc; a
+	// malformed one gives false and an error wrapping ErrMalformed.
 	KeyPairExists(ctx context.Context, loc string) (bool, error)
 	// DeleteKeyPair removes the key pair at loc; absent is not an error.
 	DeleteKeyPair(ctx context.Context, loc string) error
