@@ -86,15 +86,13 @@ func (b *Backend) CreateKeyPair(ctx context.Context, loc string, algs []hsm.Algo
 				failures = append(failures, err.Error())
 				continue
 			}
-			pub, priv, err := t.b.p.GenerateKeyPair(s, mech(m, nil), pubT, privT)
-			if err != nil {
+			if _, _, err := t.b.p.GenerateKeyPair(s, mech(m, nil), pubT, privT); err != nil {
 				failures = append(failures, fmt.Sprintf("%s: %v", alg, plain(err)))
 				t.b.log.Info("PKCS#11 token could not generate a key pair; trying the next algorithm",
 					"token", t.name, "label", label, "alg", alg, "err", plain(err))
 				continue
 			}
-			t.handles.Store(objKey{pkcs11.CKO_PUBLIC_KEY, label}, pub)
-			t.handles.Store(objKey{pkcs11.CKO_PRIVATE_KEY, label}, priv)
+			t.forget(label)
 			t.b.log.Info("PKCS#11 key pair created", "token", t.name, "label", label, "alg", alg)
 			return nil
 		}
@@ -170,11 +168,12 @@ func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 		}
 		priv, _ := t.find(s, pkcs11.CKO_PRIVATE_KEY, label)
 		pub, _ := t.find(s, pkcs11.CKO_PUBLIC_KEY, label)
+		t.forget(label)
 		if err := t.destroy(s, dst.Object, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY); err != nil {
 			return fmt.Errorf("delete the key pair at the destination: %w", err)
 		}
-		relabel := func(h pkcs11.ObjectHandle, l string) error {
-			return t.b.p.SetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, l)})
+		relabel := func(o *object, l string) error {
+			return t.b.p.SetAttributeValue(s, o.h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, l)})
 		}
 		if err := relabel(priv, dst.Object); err != nil {
 			return fmt.Errorf("relabel the private key: %w", describe(err))
@@ -197,12 +196,11 @@ func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 func (b *Backend) PublicKey(ctx context.Context, loc string) (crypto.PublicKey, error) {
 	var pk crypto.PublicKey
 	err := b.do(ctx, loc, "read the public key", func(t *token, s pkcs11.SessionHandle, label string) error {
-		return t.with(s, pkcs11.CKO_PUBLIC_KEY, label, func(h pkcs11.ObjectHandle) error {
-			a, err := t.attrs(s, h, pkcs11.CKA_KEY_TYPE)
-			if err != nil {
-				return err
-			}
-			switch kt := ulong(a[0].Value); kt {
+		return t.with(s, pkcs11.CKO_PUBLIC_KEY, label, func(o *object) error {
+			h := o.h
+			var a []*pkcs11.Attribute
+			var err error
+			switch kt := o.keyType; kt {
 			case pkcs11.CKK_EC:
 				a, err = t.attrs(s, h, pkcs11.CKA_EC_PARAMS, pkcs11.CKA_EC_POINT)
 				if err != nil {
@@ -262,8 +260,11 @@ func ecPublicKey(params, point []byte) (*ecdsa.PublicKey, error) {
 func (b *Backend) SignECDSA(ctx context.Context, loc string, digest []byte) ([]byte, error) {
 	var der []byte
 	err := b.do(ctx, loc, "sign with", func(t *token, s pkcs11.SessionHandle, label string) error {
-		return t.with(s, pkcs11.CKO_PRIVATE_KEY, label, func(h pkcs11.ObjectHandle) error {
-			rs, err := t.sign(s, h, pkcs11.CKM_ECDSA, digest)
+		return t.with(s, pkcs11.CKO_PRIVATE_KEY, label, func(o *object) error {
+			if err := o.wantType(pkcs11.CKK_EC, "EC"); err != nil {
+				return err
+			}
+			rs, err := t.sign(s, o.h, pkcs11.CKM_ECDSA, digest)
 			if err != nil {
 				return err
 			}
@@ -294,13 +295,38 @@ func (b *Backend) RSAPrivate(ctx context.Context, loc string, padding hsm.RSAPad
 	}
 	var out []byte
 	err := b.do(ctx, loc, "sign with", func(t *token, s pkcs11.SessionHandle, label string) error {
-		return t.with(s, pkcs11.CKO_PRIVATE_KEY, label, func(h pkcs11.ObjectHandle) error {
+		return t.with(s, pkcs11.CKO_PRIVATE_KEY, label, func(o *object) error {
+			if err := o.wantType(pkcs11.CKK_RSA, "RSA"); err != nil {
+				return err
+			}
+			if err := checkRSAInput(o.modulus, padding, data); err != nil {
+				return err
+			}
 			var err error
-			out, err = t.sign(s, h, m, data)
+			out, err = t.sign(s, o.h, m, data)
 			return err
 		})
 	})
 	return out, err
+}
+
+// checkRSAInput rejects data the private-key operation cannot take with this
+// modulus, as RSA_private_encrypt would (tokens answer such input with
+// anything from CKR_DATA_LEN_RANGE to CKR_GENERAL_ERROR).
+func checkRSAInput(modulus []byte, padding hsm.RSAPadding, data []byte) error {
+	n := new(big.Int).SetBytes(modulus)
+	k := (n.BitLen() + 7) / 8
+	if k == 0 {
+		return nil // modulus unknown: let the token decide
+	}
+	switch {
+	case padding == hsm.RSAPKCS1 && len(data) > k-11:
+		return fmt.Errorf("%d bytes do not fit PKCS#1 v1.5 padding for a %d-byte modulus (at most %d) (%w)",
+			len(data), k, k-11, hsm.ErrInvalidParameter)
+	case padding == hsm.RSANoPadding && (len(data) > k || new(big.Int).SetBytes(data).Cmp(n) >= 0):
+		return fmt.Errorf("the input is not below the modulus (%w)", hsm.ErrInvalidParameter)
+	}
+	return nil
 }
 
 // sign is C_SignInit and C_Sign.

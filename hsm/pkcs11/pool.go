@@ -166,51 +166,77 @@ func (t *token) labelled(s pkcs11.SessionHandle, class uint, label string) ([]pk
 	})
 }
 
-// find returns the (cached) handle of the object of class labelled label, or
+// object is a cached key object: its handle and the attributes the backend
+// checks before using it.
+type object struct {
+	h       pkcs11.ObjectHandle
+	keyType uint   // CKA_KEY_TYPE; CK_UNAVAILABLE_INFORMATION if unreadable
+	modulus []byte // CKA_MODULUS of RSA keys
+}
+
+// find returns the (cached) object of class labelled label, or
 // hsm.ErrNotFound.
-func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (pkcs11.ObjectHandle, error) {
+func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (*object, error) {
 	k := objKey{class, label}
-	if h, ok := t.handles.Load(k); ok {
-		return h.(pkcs11.ObjectHandle), nil
+	if o, ok := t.handles.Load(k); ok {
+		return o.(*object), nil
 	}
 	hs, err := t.labelled(s, class, label)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if len(hs) == 0 {
-		return 0, hsm.ErrNotFound
+		return nil, hsm.ErrNotFound
 	}
 	if len(hs) > 1 {
 		t.b.log.Warn("PKCS#11 token holds several objects with one label; using the first",
 			"token", t.name, "label", label, "count", len(hs))
 	}
-	t.handles.Store(k, hs[0])
-	return hs[0], nil
+	o := &object{h: hs[0], keyType: pkcs11.CK_UNAVAILABLE_INFORMATION}
+	if a, err := t.attrs(s, o.h, pkcs11.CKA_KEY_TYPE); err == nil {
+		o.keyType = ulong(a[0].Value)
+	}
+	if o.keyType == pkcs11.CKK_RSA && class != pkcs11.CKO_SECRET_KEY {
+		if a, err := t.attrs(s, o.h, pkcs11.CKA_MODULUS); err == nil {
+			o.modulus = a[0].Value
+		}
+	}
+	t.handles.Store(k, o)
+	return o, nil
 }
 
-// forget drops the cached handles of label.
+// forget drops the cached objects labelled label.
 func (t *token) forget(label string) {
 	for _, c := range []uint{pkcs11.CKO_SECRET_KEY, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
 		t.handles.Delete(objKey{c, label})
 	}
 }
 
-// with runs fn with the handle of the object of class labelled label, looking
-// it up again once if the cached handle turns out stale.
-func (t *token) with(s pkcs11.SessionHandle, class uint, label string, fn func(pkcs11.ObjectHandle) error) error {
-	h, err := t.find(s, class, label)
+// with runs fn with the object of class labelled label, looking it up again
+// once if the cached handle turns out stale.
+func (t *token) with(s pkcs11.SessionHandle, class uint, label string, fn func(*object) error) error {
+	o, err := t.find(s, class, label)
 	if err != nil {
 		return err
 	}
-	err = fn(h)
+	err = fn(o)
 	if err != nil && staleHandle(err) {
 		t.forget(label)
-		if h, err = t.find(s, class, label); err != nil {
+		if o, err = t.find(s, class, label); err != nil {
 			return err
 		}
-		err = fn(h)
+		err = fn(o)
 	}
 	return err
+}
+
+// wantType fails with hsm.ErrInvalidParameter if o is known not to be of key
+// type kt (what is the name of kt, for the message).
+func (o *object) wantType(kt uint, what string) error {
+	if o.keyType != kt && o.keyType != pkcs11.CK_UNAVAILABLE_INFORMATION {
+		return fmt.Errorf("the key is not an %s key (CKA_KEY_TYPE 0x%x) (%w)", what, o.keyType, hsm.ErrInvalidParameter)
+	}
+	return nil
 }
 
 // do runs fn on a pooled session of loc's token with loc's object label, and

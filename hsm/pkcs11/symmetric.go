@@ -69,24 +69,42 @@ func (b *Backend) CreateKey(ctx context.Context, loc string, usage hsm.Usage) er
 		if _, err := t.find(s, pkcs11.CKO_SECRET_KEY, label); !errors.Is(err, hsm.ErrNotFound) {
 			return err // exists (nil) or lookup failed
 		}
-		var h pkcs11.ObjectHandle
 		if aes {
-			h, err = t.generateAES(s, label)
+			_, err = t.generateAES(s, label)
 		} else {
-			h, err = t.b.p.GenerateKey(s, mech(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil),
-				secretTemplate(label, false, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32)))
-			if err != nil {
-				err = fmt.Errorf("generate a generic secret for HMAC: %w", describe(err))
-			}
+			_, err = t.generateHMAC(s, label)
 		}
+		t.forget(label)
 		if err != nil {
-			t.forget(label)
 			return err
 		}
-		t.handles.Store(objKey{pkcs11.CKO_SECRET_KEY, label}, h)
 		t.b.log.Info("PKCS#11 symmetric key created", "token", t.name, "label", label, "aes", aes)
 		return nil
 	})
+}
+
+// generateHMAC makes a 32-byte generic secret and checks that the token can
+// use it for CKM_SHA256_HMAC.
+func (t *token) generateHMAC(s pkcs11.SessionHandle, label string) (pkcs11.ObjectHandle, error) {
+	h, err := t.b.p.GenerateKey(s, mech(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil),
+		secretTemplate(label, false, pkcs11.NewAttribute(pkcs11.CKA_VALUE_LEN, 32)))
+	if err != nil {
+		return 0, fmt.Errorf("generate a generic secret for HMAC: %w", describe(err))
+	}
+	if err := t.selfTest(s, h, false); err != nil {
+		t.destroyFailed(s, h, label)
+		return 0, fmt.Errorf("the token made a generic secret but cannot use it for HMAC-SHA256, so it was deleted: %w: %w",
+			plain(err), hsm.ErrUnsupported)
+	}
+	return h, nil
+}
+
+// destroyFailed destroys a key that failed its self-test.
+func (t *token) destroyFailed(s pkcs11.SessionHandle, h pkcs11.ObjectHandle, label string) {
+	if err := t.b.p.DestroyObject(s, h); err != nil {
+		t.b.log.Error("PKCS#11 could not delete a key that failed its self-test",
+			"token", t.name, "label", label, "err", plain(err))
+	}
 }
 
 // generateAES makes an AES-256 key (AES-128 if the token refuses) and checks
@@ -107,10 +125,7 @@ func (t *token) generateAES(s pkcs11.SessionHandle, label string) (pkcs11.Object
 		}
 	}
 	if err := t.selfTest(s, h, true); err != nil {
-		if derr := p.DestroyObject(s, h); derr != nil {
-			t.b.log.Error("PKCS#11 could not delete the AES key that failed its GCM self-test",
-				"token", t.name, "label", label, "err", describe(derr))
-		}
+		t.destroyFailed(s, h, label)
 		return 0, fmt.Errorf("the token made an AES key but cannot use it for AES-GCM, so it was deleted: %w: %w",
 			plain(err), hsm.ErrUnsupported)
 	}
@@ -165,10 +180,7 @@ func (b *Backend) ImportKey(ctx context.Context, loc string, key []byte, usage h
 		// AES key, and refuses HMAC keys under 32 bytes only when signing),
 		// so try the key once, as aziot's AES-GCM check does.
 		if err := t.selfTest(s, h, aes); err != nil {
-			if derr := p.DestroyObject(s, h); derr != nil {
-				t.b.log.Error("PKCS#11 could not delete an imported key that failed its self-test",
-					"token", t.name, "label", label, "err", plain(derr))
-			}
+			t.destroyFailed(s, h, label)
 			return fmt.Errorf("the token took the key but cannot use it, so it was deleted: %w: %w", plain(err), hsm.ErrUnsupported)
 		}
 		t.forget(label)
@@ -178,7 +190,7 @@ func (b *Backend) ImportKey(ctx context.Context, loc string, key []byte, usage h
 				return fmt.Errorf("delete the key it replaces: %w", describe(err))
 			}
 		}
-		t.handles.Store(objKey{pkcs11.CKO_SECRET_KEY, label}, h)
+		t.forget(label)
 		t.b.log.Info("PKCS#11 symmetric key imported", "token", t.name, "label", label, "aes", aes, "replaced", len(old))
 		return nil
 	})
@@ -235,9 +247,9 @@ func (t *token) destroy(s pkcs11.SessionHandle, label string, classes ...uint) e
 func (b *Backend) HMACSHA256(ctx context.Context, loc string, msg []byte) ([]byte, error) {
 	var mac []byte
 	err := b.do(ctx, loc, "sign with", func(t *token, s pkcs11.SessionHandle, label string) error {
-		return t.with(s, pkcs11.CKO_SECRET_KEY, label, func(h pkcs11.ObjectHandle) error {
+		return t.with(s, pkcs11.CKO_SECRET_KEY, label, func(o *object) error {
 			var err error
-			mac, err = t.sign(s, h, pkcs11.CKM_SHA256_HMAC, msg)
+			mac, err = t.sign(s, o.h, pkcs11.CKM_SHA256_HMAC, msg)
 			return err
 		})
 	})
@@ -270,9 +282,12 @@ func (b *Backend) aead(ctx context.Context, loc string, encrypt bool, iv, aad, i
 	}
 	var out []byte
 	err := b.do(ctx, loc, op, func(t *token, s pkcs11.SessionHandle, label string) error {
-		return t.with(s, pkcs11.CKO_SECRET_KEY, label, func(h pkcs11.ObjectHandle) error {
+		return t.with(s, pkcs11.CKO_SECRET_KEY, label, func(o *object) error {
+			if err := o.wantType(pkcs11.CKK_AES, "AES"); err != nil {
+				return err
+			}
 			var err error
-			out, err = t.gcm(s, h, encrypt, iv, aad, in)
+			out, err = t.gcm(s, o.h, encrypt, iv, aad, in)
 			return err
 		})
 	})
