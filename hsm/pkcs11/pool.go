@@ -119,6 +119,18 @@ func (t *token) release(s pkcs11.SessionHandle, opErr error) {
 	<-t.permits
 }
 
+// drainIdle closes the idle sessions.
+func (t *token) drainIdle() {
+	for {
+		select {
+		case s := <-t.idle:
+			_ = t.b.p.CloseSession(s)
+		default:
+			return
+		}
+	}
+}
+
 // close waits for every session to come back and closes them.
 func (t *token) close() error {
 	for range cap(t.permits) {
@@ -246,16 +258,24 @@ func (b *Backend) do(ctx context.Context, loc, op string, fn func(t *token, s pk
 	if err != nil {
 		return err
 	}
-	s, err := t.acquire(ctx)
-	if err != nil {
-		return opError(op, label, t.name, err)
+	for attempt := 0; ; attempt++ {
+		s, err := t.acquire(ctx)
+		if err != nil {
+			return opError(op, label, t.name, err)
+		}
+		err = fn(t, s, label)
+		t.release(s, err)
+		if err != nil && brokenSession(err) && attempt == 0 {
+			// The token was reset or removed and reinserted, or a session
+			// closed under us: the other idle sessions are likely dead too.
+			t.drainIdle()
+			continue
+		}
+		if err != nil {
+			return opError(op, label, t.name, err)
+		}
+		return nil
 	}
-	err = fn(t, s, label)
-	t.release(s, err)
-	if err != nil {
-		return opError(op, label, t.name, err)
-	}
-	return nil
 }
 
 // attrs reads attributes of h.
