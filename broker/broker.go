@@ -21,6 +21,7 @@ import (
 	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/broker/control"
 	"github.com/warden-iot/warden/broker/identityd"
+	"github.com/warden-iot/warden/broker/keyd"
 	"github.com/warden-iot/warden/capabilities"
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/policy"
@@ -136,7 +137,7 @@ func (b *Broker) services() map[string]*api.Service {
 	return map[string]*api.Service{
 		"broker":    ctl.Service(),
 		"identityd": identityd.New(b.guard, b.log).Service(),
-		"keyd":      {Name: "keyd", Versions: []string{"2020-09-01", "2021-05-01"}, Middleware: mw, Logger: b.log},
+		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log).Service(),
 		"certd":     {Name: "certd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
 		"tpmd":      {Name: "tpmd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
 	}
