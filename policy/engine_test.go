@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -186,6 +187,33 @@ func TestPrincipalsIndex(t *testing.T) {
 	}
 }
 
+// Globs with characters that glob.match reads differently from aziot's
+// wildmatch ([ ] { } \) are matched literally: the broker then clears
+// data.warden.plain_globs and the policy escapes every glob.
+func TestDecideGlobMetacharacters(t *testing.T) {
+	ps := append(slices.Clone(testPrincipals), Principal{UID: 1006, Keys: []string{`lit[1]{a,b}\*`}})
+	e := newTestEngine(t, Options{Principals: ps})
+	for _, tc := range []struct {
+		uid   uint32
+		res   string
+		allow bool
+	}{
+		{1006, `key:lit[1]{a,b}\`, true},
+		{1006, `key:lit[1]{a,b}\/more`, true},
+		{1006, `key:lit1a\`, false},
+		{1006, `key:lita\`, false},
+		{1000, "key:agent-7", true}, // plain globs still match on the exact path
+		{1000, "key:other", false},
+	} {
+		if got := allowed(t, e, in(tc.uid, "keyd", "load", tc.res)); got != tc.allow {
+			t.Errorf("uid %d load %s: allow=%v, want %v", tc.uid, tc.res, got, tc.allow)
+		}
+	}
+	if plainGlobs(ps) || !plainGlobs(testPrincipals) {
+		t.Fatal("plainGlobs is wrong")
+	}
+}
+
 func TestDecisionUndefinedOrMalformed(t *testing.T) {
 	for name, src := range map[string]string{
 		"not an object": "package warden.authz\n\ndecision := true\n",
@@ -218,6 +246,8 @@ func TestNewErrors(t *testing.T) {
 		"no decision":    {files: map[string]string{"a.rego": "package warden.authz\n\nallow := true\n"}, want: "no rule defines data.warden.authz.decision"},
 		"bad data":       {files: map[string]string{"a.rego": okPolicy, "data.json": "[1]"}, want: "must be an object"},
 		"data principal": {files: map[string]string{"a.rego": okPolicy, "data.json": `{"warden": {"principals": {}}}`}, want: "comes from the configuration"},
+		"data flag":      {files: map[string]string{"a.rego": okPolicy, "data.json": `{"warden": {"plain_globs": true}}`}, want: "warden.plain_globs comes from"},
+		"two data files": {files: map[string]string{"a.rego": okPolicy, "data.json": `{}`, "data.yaml": "a: 1\n"}, want: "keep one"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := tc.dir

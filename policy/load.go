@@ -110,11 +110,14 @@ func parseData(src []byte) (ast.Object, error) {
 var (
 	termWarden     = ast.StringTerm("warden")
 	termPrincipals = ast.StringTerm("principals")
+	termPlainGlobs = ast.StringTerm("plain_globs")
 )
 
 // storeData is the root data document: the directory's data with
-// data.warden.principals set from ps. The data files may not define
-// warden.principals themselves: those come from the configuration.
+// data.warden.principals set from ps, and data.warden.plain_globs true when
+// no keys/certs glob holds a character that glob.match reads differently
+// from aziot's wildmatch (see plainGlob). The data files may not define
+// either: they come from the configuration.
 func storeData(dirData ast.Object, ps []Principal) (ast.Object, error) {
 	pv, err := principalsValue(ps)
 	if err != nil {
@@ -129,13 +132,16 @@ func storeData(dirData ast.Object, ps []Principal) (ast.Object, error) {
 			if !ok {
 				return nil, errors.New("policy data: warden must be an object")
 			}
-			if obj.Get(termPrincipals) != nil {
-				return nil, errors.New("policy data: warden.principals comes from the configuration ([[principal]]); do not set it in a data file")
+			for _, k := range []*ast.Term{termPrincipals, termPlainGlobs} {
+				if obj.Get(k) != nil {
+					return nil, fmt.Errorf("policy data: warden.%s comes from the configuration ([[principal]]); do not set it in a data file", string(k.Value.(ast.String)))
+				}
 			}
 			warden = obj.Copy()
 		}
 	}
 	warden.Insert(termPrincipals, ast.NewTerm(pv))
+	warden.Insert(termPlainGlobs, ast.InternedTerm(plainGlobs(ps)))
 	root.Insert(termWarden, ast.NewTerm(warden))
 	return root, nil
 }
@@ -187,6 +193,27 @@ func principalTerm(p *Principal) (*ast.Term, error) {
 		items = append(items, ast.Item(ast.StringTerm("certs"), stringsTerm(p.Certs)))
 	}
 	return ast.ObjectTerm(items...), nil
+}
+
+// plainGlob reports whether glob.match with no delimiters reads g exactly as
+// aziot's wildmatch does: g has none of the gobwas/glob metacharacters that
+// wildmatch takes literally ([ ] { } \). "*" and "?" mean the same in both.
+func plainGlob(g string) bool { return !strings.ContainsAny(g, `[]{}\`) }
+
+func plainGlobs(ps []Principal) bool {
+	for i := range ps {
+		for _, g := range ps[i].Keys {
+			if !plainGlob(g) {
+				return false
+			}
+		}
+		for _, g := range ps[i].Certs {
+			if !plainGlob(g) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func stringsTerm(ss []string) *ast.Term {

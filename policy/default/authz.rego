@@ -1,15 +1,23 @@
 # Warden's default authorization policy: the decision and the shared helpers.
 #
 # The broker evaluates data.warden.authz.decision for every request. The
-# decision is built from two kinds of rules:
+# decision is built from three kinds of rules:
 #
-#   grant contains reason if { ... }   a reason to allow (the "allow rules")
-#   deny  contains reason if { ... }   a reason to refuse, which always wins
+#   grant     contains reason if { ... }  a reason to allow an aziot-service action
+#   api_grant contains reason if { ... }  a reason to allow a broker API action
+#   deny      contains reason if { ... }  a reason to refuse, which always wins
 #
-# allow is true iff some grant holds and no deny does. The per-service grants
-# (keyd.rego, certd and identityd in services.rego, tokens.rego) reproduce
-# aziot's authorization; a capability token that covers the action is one
-# more grant. Everything not granted is denied.
+# allow is true iff some grant (or api_grant) holds and no deny does.
+#   - grant: keyd, certd, identityd and tpmd as aziot authorizes them
+#     (services.rego), and a capability token that covers the action (below);
+#   - api_grant: the broker's own API, tokens and admin (tokens.rego). A
+#     caller may mint a capability only if grant allows it without a token,
+#     so grant may not depend on api_grant.
+# Everything not granted is denied.
+#
+# Decisions must be cheap: rules start with `input.action.service == "…"`
+# and the operation so that OPA's rule index evaluates only the rules of the
+# requested operation, and the hot keyd rules avoid function calls.
 #
 # See docs/policy.md for the input document and data.warden.principals.
 package warden.authz
@@ -17,26 +25,23 @@ package warden.authz
 # ---------------------------------------------------------------- decision
 
 # decision is what the broker reads: {"allow": bool, "reasons": [string]}.
-decision := {"allow": allow, "reasons": reasons}
-
-default allow := false
-
-# allow holds iff some grant holds and no deny does.
-allow if {
+# When allowed, the reasons are the grants; when denied, the deny reasons
+# (prefixed "denied: ") and, if nothing granted, why not.
+decision := {"allow": true, "reasons": sort(grant)} if {
 	count(grant) > 0
 	count(deny) == 0
-}
+} else := {"allow": true, "reasons": sort(api_grant)} if {
+	count(api_grant) > 0
+	count(deny) == 0
+} else := {"allow": false, "reasons": array.concat(denials, not_granted)}
 
-# reasons explain the decision: the grants when allowed; otherwise the deny
-# reasons (prefixed "denied: ") and, when nothing granted, why not.
-reasons := sort(grant) if {
-	allow
-} else := array.concat(denials, not_granted)
+# allow is the decision as a boolean, for policy authors and tests.
+allow := decision.allow
 
-denials := [sprintf("denied: %s", [m]) | some m in deny]
+denials := [concat("", ["denied: ", m]) | some m in deny]
 
 not_granted := [] if {
-	count(grant) > 0
+	count(grant) + count(api_grant) > 0
 } else := [why_not]
 
 # why_not explains a refusal; the per-service files define service_why_not.
@@ -46,10 +51,11 @@ why_not := msg if {
 	input.action.service, input.action.operation, input.action.resource, input.caller.uid,
 ])
 
-# deny is empty in the default policy: add `deny contains "why" if { ... }`
-# rules to forbid what the grants would allow.
+# The default policy denies nothing that it grants: this rule (never true)
+# only declares deny. Add deny rules to forbid what the grants would allow:
+#   deny contains "keyd is closed for maintenance" if input.action.service == "keyd"
 deny contains msg if {
-	false
+	input.action.service == "-"
 	msg := ""
 }
 
@@ -63,19 +69,22 @@ uid := input.caller.uid
 default caller_principals := []
 
 caller_principals := ps if {
-	ps := data.warden.principals[format_int(input.caller.uid, 10)]
+	ps := data.warden.principals[caller_key]
 }
+
+# caller_key is the caller's uid as a decimal string, its key in the data.
+caller_key := format_int(input.caller.uid, 10)
 
 # ------------------------------------------------------ the token rule
 
-# Services whose resources a capability token can cover.
-token_services := {"keyd", "certd", "identityd", "tpmd"}
-
-# A token that covers the action grants it. (The broker refuses in Go any
-# action that a present token does not cover; this rule only allows.)
+# A token that covers the action grants it, on the aziot services only (a
+# token never grants the tokens or admin API). The broker refuses in Go any
+# action that a present token does not cover; this rule only allows.
 grant contains msg if {
-	input.action.service in token_services
-	token_covers(input.action.operation, input.action.resource)
+	input.action.service in {"keyd", "certd", "identityd", "tpmd"}
+	some cap in input.token.capabilities
+	input.action.operation in cap.ops
+	resource_covers(cap.resource, input.action.resource)
 	token_covers_move_source
 	msg := sprintf("token %s covers %s %s on %s", [
 		input.token.id, input.action.service, input.action.operation, input.action.resource,
@@ -90,7 +99,7 @@ token_covers(op, res) if {
 }
 
 # resource_covers: the capability resource equals res, or ends in "*" and
-# res starts with what precedes the "*".
+# res starts with what precedes the "*" (a "*" elsewhere is literal).
 resource_covers(pattern, res) if pattern == res
 
 resource_covers(pattern, res) if {
@@ -98,7 +107,7 @@ resource_covers(pattern, res) if {
 	startswith(res, trim_suffix(pattern, "*"))
 }
 
-# A keyd move reads key `details.from`: a token must cover it too.
+# A keyd move reads key details.from: a token must cover that key too.
 default token_covers_move_source := true
 
 token_covers_move_source := false if {
@@ -107,9 +116,9 @@ token_covers_move_source := false if {
 	not token_covers_move_source_key
 }
 
-token_covers_move_source_key if token_covers("move", move_source_resource)
-
-move_source_resource := concat("", ["key:", input.action.details.from])
+# (A call in `not` whose argument is undefined does not make `not` true in
+# Rego: such checks go through a helper rule, as here.)
+token_covers_move_source_key if token_covers("move", concat("", ["key:", input.action.details.from]))
 
 # ------------------------------------------------------------- globs
 
@@ -123,19 +132,22 @@ wildmatch(pattern, s) if glob.match(glob_literal(pattern), null, s)
 glob_literal(pattern) := strings.replace_n(
 	{"\\": "\\\\", "[": "\\[", "]": "\\]", "{": "\\{", "}": "\\}"},
 	pattern,
-)
+) if {
+	regex.match(`[\[\]{}\\]`, pattern)
+} else := pattern
 
 # id_grant: uid 0, or a principal of the caller with a `kind` ("keys" or
-# "certs") glob matching id, may use id. Undefined otherwise.
-id_grant(kind, id) := sprintf("uid 0 (root) may use %s id %s", [kind, id]) if {
-	uid == 0
-} else := matches[0] if {
-	matches := [sprintf("uid %d principal %q has %s glob %q matching %s", [uid, object.get(p, "name", ""), kind, g, id]) |
+# "certs") glob matching id, may use id. Undefined otherwise. (The hot paths
+# in services.rego spell this out inline: a function call costs.)
+id_grant(kind, id) := concat("", ["uid 0 (root) may use ", kind, " id ", id]) if {
+	input.caller.uid == 0
+} else := sprintf("uid %d principal %q has %s glob %q matching %s", [input.caller.uid, m[0], kind, m[1], id]) if {
+	matches := [[object.get(p, "name", ""), g] |
 		some p in caller_principals
 		some g in p[kind]
-		wildmatch(g, id)
+		glob.match(glob_literal(g), null, id)
 	]
-	count(matches) > 0
+	m := matches[0]
 }
 
 # glob_covers_prefix: every id starting with prefix matches glob g. Sound,

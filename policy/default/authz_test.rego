@@ -46,9 +46,13 @@ input_of(tc) := {
 	"time": "2026-12-01T12:00:00Z",
 }
 
+# decide evaluates the decision of a test case. data.warden.plain_globs is
+# false unless the case says otherwise (the broker sets it true when no
+# configured glob has a [ ] { } \ character).
 decide(tc) := d if {
 	d := authz.decision with input as input_of(tc)
 		with data.warden.principals as object.get(tc, "principals", principals)
+		with data.warden.plain_globs as object.get(tc, "plain_globs", false)
 }
 
 # ok: the decision matches tc.allow, has reasons, and one of them contains
@@ -90,6 +94,22 @@ test_no_principals_data if {
 	d0.allow
 	d1 := authz.decision with input as input_of({"uid": 1000, "service": "keyd", "op": "load", "res": "key:x"})
 	not d1.allow
+}
+
+test_plain_globs_undefined_is_exact if {
+	# data without plain_globs (e.g. under `opa eval` with a data file): the
+	# exact path decides
+	d := authz.decision with input as input_of({"uid": 1006, "service": "keyd", "op": "load", "res": "key:lit[1]{a,b}\\"})
+		with data.warden.principals as principals
+	d.allow
+	d1 := authz.decision with input as input_of({"uid": 1006, "service": "keyd", "op": "load", "res": "key:lit1a\\"})
+		with data.warden.principals as principals
+	not d1.allow
+}
+
+test_allow_is_decision_allow if {
+	authz.allow with input as input_of({"uid": 0, "service": "keyd", "op": "load", "res": "key:x"})
+	not authz.allow with input as input_of({"uid": 2000, "service": "keyd", "op": "load", "res": "key:x"})
 }
 
 unknown_cases := [

@@ -1,16 +1,14 @@
-# The aziot services: keyd, certd, identityd and tpmd, as aziot authorizes them
-# (aziot-api.md §3.2, §5.1, §6.3, §7).
+# The aziot services: keyd, certd, identityd and tpmd, authorized as aziot
+# does (aziot-api.md §3.2, §5.1, §6.3, §7), without a capability token.
 #
-# base_grant(service, op, resource) is the reason the caller may do op on
-# resource *without* a token, or undefined. It serves the requests themselves
-# and the tokens service's mint check (a caller may mint only what it could
-# do without a token).
+# The tokens service evaluates grant on a hypothetical action (without a
+# token) to decide which capabilities a caller may mint (tokens.rego), so
+# every grant rule here is honoured by minting too.
+#
+# The operation sets below name each service's operations; the rules spell
+# them out as literals (which OPA's rule index can use), and the tests check
+# that the two agree.
 package warden.authz
-
-grant contains msg if {
-	msg := base_grant(input.action.service, input.action.operation, input.action.resource)
-	move_source_allowed
-}
 
 # -------------------------------------------------------------------- keyd
 
@@ -20,48 +18,90 @@ keyd_id_ops := {"create", "import", "load", "move"}
 # keyd operations on a key handle: open, the handle is the capability.
 keyd_handle_ops := {"delete", "parameters", "derive", "export", "sign", "encrypt", "decrypt"}
 
-base_grant("keyd", op, _) := sprintf("keyd %s acts on a key handle: possession of the handle is the capability", [op]) if {
-	op in keyd_handle_ops
+grant contains msg if {
+	input.action.service == "keyd"
+	input.action.operation in {"create", "import", "load"}
+	input.caller.uid == 0
+	startswith(input.action.resource, "key:")
+	msg := concat("", ["uid 0 (root) may use any key: keyd ", input.action.operation, " on ", input.action.resource])
 }
 
-base_grant("keyd", op, res) := id_grant("keys", trim_prefix(res, "key:")) if {
-	op in keyd_id_ops
-	startswith(res, "key:")
+# By a keys glob. This is the hot path (IoT Edge loads keys all the time),
+# hence two rules without function calls: when every configured glob is
+# plain (data.warden.plain_globs, set by the broker), glob.match reads it as
+# aziot's wildmatch; otherwise each glob is escaped first (glob_literal).
+grant contains msg if {
+	input.action.service == "keyd"
+	input.action.operation in {"create", "import", "load"}
+	data.warden.plain_globs == true
+	startswith(input.action.resource, "key:")
+	id := trim_prefix(input.action.resource, "key:")
+	some p in data.warden.principals[caller_key]
+	some g in p.keys
+	glob.match(g, null, id)
+	msg := concat("", ["uid ", caller_key, " has keys glob \"", g, "\" matching ", id])
 }
 
-# A move also needs the source key, action.details.from (aziot checks both).
-default move_source_allowed := true
+grant contains msg if {
+	not data.warden.plain_globs
+	input.action.service == "keyd"
+	input.action.operation in {"create", "import", "load"}
+	startswith(input.action.resource, "key:")
+	id := trim_prefix(input.action.resource, "key:")
+	some p in caller_principals
+	some g in p.keys
+	glob.match(glob_literal(g), null, id)
+	msg := concat("", ["uid ", caller_key, " has keys glob \"", g, "\" matching ", id])
+}
 
-move_source_allowed := false if {
+# A move needs both keys: the destination (the resource) and the source,
+# details.from (aziot checks both). Without details.from it is refused.
+grant contains msg if {
 	input.action.service == "keyd"
 	input.action.operation == "move"
-	not move_source_granted
+	startswith(input.action.resource, "key:")
+	msg := id_grant("keys", trim_prefix(input.action.resource, "key:"))
+	id_grant("keys", input.action.details.from)
 }
 
-# (A call in `not` whose argument is undefined does not make `not` true in
-# Rego: such checks go through a helper rule.)
-move_source_granted if id_grant("keys", input.action.details.from)
-
-keyd_destination_granted if base_grant("keyd", input.action.operation, input.action.resource)
-
-service_why_not := sprintf("uid %d has no principal whose keys match %s", [uid, trim_prefix(input.action.resource, "key:")]) if {
+grant contains msg if {
 	input.action.service == "keyd"
-	input.action.operation in keyd_id_ops
-	not keyd_destination_granted
-} else := sprintf("uid %d has no principal whose keys match %s (the source of the move)", [uid, object.get(input.action.details, "from", "<missing>")]) if {
+	input.action.operation in {"delete", "parameters", "derive", "export", "sign", "encrypt", "decrypt"}
+	msg := concat("", ["keyd ", input.action.operation, " acts on a key handle: possession of the handle is the capability"])
+}
+
+# (why_not is evaluated only when nothing was granted.)
+service_why_not := concat("", ["uid ", caller_key, " has no principal whose keys match ", trim_prefix(input.action.resource, "key:")]) if {
+	input.action.service == "keyd"
+	input.action.operation in {"create", "import", "load"}
+	startswith(input.action.resource, "key:")
+} else := concat("", ["uid ", caller_key, " has no principal whose keys match ", trim_prefix(input.action.resource, "key:")]) if {
+	input.action.service == "keyd"
+	input.action.operation == "move"
+	startswith(input.action.resource, "key:")
+	not keyd_move_destination_granted
+} else := sprintf("uid %s has no principal whose keys match %v (the source of the move)", [caller_key, object.get(input.action.details, "from", "<missing details.from>")]) if {
 	input.action.service == "keyd"
 	input.action.operation == "move"
 }
+
+keyd_move_destination_granted if id_grant("keys", trim_prefix(input.action.resource, "key:"))
 
 # ------------------------------------------------------------------- certd
 
+# certd operations that name a cert ID: uid 0 or a matching certs glob.
 certd_id_ops := {"create", "import", "delete"}
 
-base_grant("certd", "get", _) := "certd get is open to every caller"
+grant contains "certd get is open to every caller" if {
+	input.action.service == "certd"
+	input.action.operation == "get"
+}
 
-base_grant("certd", op, res) := id_grant("certs", trim_prefix(res, "cert:")) if {
-	op in certd_id_ops
-	startswith(res, "cert:")
+grant contains msg if {
+	input.action.service == "certd"
+	input.action.operation in {"create", "import", "delete"}
+	startswith(input.action.resource, "cert:")
+	msg := id_grant("certs", trim_prefix(input.action.resource, "cert:"))
 }
 
 service_why_not := sprintf("uid %d has no principal whose certs match %s", [uid, trim_prefix(input.action.resource, "cert:")]) if {
@@ -73,9 +113,9 @@ service_why_not := sprintf("uid %d has no principal whose certs match %s", [uid,
 
 identity_ops := {"get", "reprovision", "provisioning", "list", "create", "update", "delete", "trust_bundle"}
 
-# The caller's identityd principals: entries with a name or an idtype (an
-# entry with only keys/certs is a keyd/certd principal, as in aziot, where
-# identityd principals always have a name).
+# The caller's identityd principals: entries with a name or an idtype. An
+# entry with only keys/certs is a keyd/certd principal, as in aziot, whose
+# identityd principals always have a name.
 identity_principals := [p |
 	some p in caller_principals
 	is_identity_principal(p)
@@ -95,39 +135,52 @@ identity_class := "daemon" if {
 } else := "hostprocess" if {
 	count(identity_principals) > 0
 } else := "localroot" if {
-	uid == 0
+	input.caller.uid == 0
 } else := "unknown"
 
-base_grant("identityd", "provisioning", _) := "identityd provisioning is open to every caller"
-
-base_grant("identityd", "trust_bundle", _) := "identityd trust_bundle is open to every caller"
-
-base_grant("identityd", op, _) := sprintf("uid %d is an identity daemon (a principal without idtype): identityd allows it everything", [uid]) if {
-	not op in {"provisioning", "trust_bundle"}
-	op in identity_ops
-	identity_class == "daemon"
+grant contains "identityd provisioning is open to every caller" if {
+	input.action.service == "identityd"
+	input.action.operation == "provisioning"
 }
 
-base_grant("identityd", op, _) := "uid 0 is local root (not a listed principal): identityd allows it everything" if {
-	not op in {"provisioning", "trust_bundle"}
-	op in identity_ops
-	identity_class == "localroot"
+grant contains "identityd trust_bundle is open to every caller" if {
+	input.action.service == "identityd"
+	input.action.operation == "trust_bundle"
 }
 
-base_grant("identityd", "get", res) := sprintf("uid %d is host process %s: get on its own module identity", [uid, m]) if {
+grant contains msg if {
+	input.action.service == "identityd"
+	input.action.operation in {"get", "reprovision", "list", "create", "update", "delete"}
+	identity_class in {"daemon", "localroot"}
+	msg := identity_class_grant[identity_class]
+}
+
+identity_class_grant := {
+	"daemon": sprintf("uid %d is an identity daemon (a principal without idtype): identityd allows it everything", [uid]),
+	"localroot": "uid 0 is local root (not a listed principal): identityd allows it everything",
+}
+
+grant contains msg if {
+	input.action.service == "identityd"
+	input.action.operation == "get"
+	startswith(input.action.resource, "identity:module:")
 	identity_class == "hostprocess"
-	startswith(res, "identity:module:")
-	m := trim_prefix(res, "identity:module:")
+	m := trim_prefix(input.action.resource, "identity:module:")
 	some p in identity_principals
 	p.name == m
 	some t in p.idtype
 	t in {"module", "local"}
+	msg := sprintf("uid %d is host process %s: get on its own module identity", [uid, m])
 }
 
-base_grant("identityd", "get", "identity:device") := sprintf("uid %d is a host process with idtype device: get on the device identity", [uid]) if {
+grant contains msg if {
+	input.action.service == "identityd"
+	input.action.operation == "get"
+	input.action.resource == "identity:device"
 	identity_class == "hostprocess"
 	some p in identity_principals
 	"device" in p.idtype
+	msg := sprintf("uid %d is a host process with idtype device: get on the device identity", [uid])
 }
 
 service_why_not := sprintf("uid %d is a host process: identityd %s on %s is not allowed to it", [uid, input.action.operation, input.action.resource]) if {
@@ -143,6 +196,8 @@ service_why_not := sprintf("uid %d is a host process: identityd %s on %s is not 
 # tpmd is open: aziot relies on the socket's permissions alone.
 tpmd_ops := {"keys", "import", "sign"}
 
-base_grant("tpmd", op, _) := sprintf("tpmd %s is open (aziot relies on socket permissions)", [op]) if {
-	op in tpmd_ops
+grant contains msg if {
+	input.action.service == "tpmd"
+	input.action.operation in {"keys", "import", "sign"}
+	msg := concat("", ["tpmd ", input.action.operation, " is open (aziot relies on socket permissions)"])
 }

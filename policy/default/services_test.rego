@@ -2,6 +2,8 @@
 # Fixtures (principals, ok) are in authz_test.rego.
 package warden.authz_test
 
+import data.warden.authz
+
 keyd_cases := [
 	# ID operations: root
 	{"note": "root loads any key", "uid": 0, "service": "keyd", "op": "load", "res": "key:whatever", "allow": true, "reason": "uid 0 (root)"},
@@ -42,6 +44,54 @@ keyd_cases := [
 
 test_keyd[tc.note] if {
 	some tc in keyd_cases
+	ok(tc)
+}
+
+# The same cases through the fast path (every configured glob plain), but
+# those whose globs are not plain (uid 1006).
+test_keyd_plain_globs[tc.note] if {
+	some case in keyd_cases
+	case.uid != 1006
+	tc := object.union(case, {"plain_globs": true})
+	ok(tc)
+}
+
+# The operation sets (used by mint for wildcard resources) agree with the
+# literal sets of the rules: every ID operation needs a principal and is
+# root's, every handle operation is open, and nothing else is allowed.
+op_set_cases := array.concat(
+	array.concat(
+		[c |
+			some op in authz.keyd_id_ops
+			some c in [
+				{"note": sprintf("keyd %s root", [op]), "uid": 0, "service": "keyd", "op": op, "res": "key:k", "details": {"from": "j"}, "allow": true},
+				{"note": sprintf("keyd %s unlisted", [op]), "uid": 2000, "service": "keyd", "op": op, "res": "key:k", "details": {"from": "j"}, "allow": false},
+			]
+		],
+		[{"note": sprintf("keyd %s open", [op]), "uid": 2000, "service": "keyd", "op": op, "res": "key:k", "allow": true} | some op in authz.keyd_handle_ops],
+	),
+	array.concat(
+		array.concat(
+			[c |
+				some op in authz.certd_id_ops
+				some c in [
+					{"note": sprintf("certd %s root", [op]), "uid": 0, "service": "certd", "op": op, "res": "cert:c", "allow": true},
+					{"note": sprintf("certd %s unlisted", [op]), "uid": 2000, "service": "certd", "op": op, "res": "cert:c", "allow": false},
+				]
+			],
+			[{"note": sprintf("identityd %s daemon", [op]), "uid": 1001, "service": "identityd", "op": op, "res": "identity:module:m", "allow": true} | some op in authz.identity_ops],
+		),
+		array.concat(
+			[{"note": sprintf("tpmd %s open", [op]), "uid": 2000, "service": "tpmd", "op": op, "res": "tpm:authkey", "allow": true} | some op in authz.tpmd_ops],
+			[{"note": sprintf("keyd %s by root: allowed iff a keyd op", [op]), "uid": 0, "service": "keyd", "op": op, "res": "key:k", "details": {"from": "j"}, "allow": op in (authz.keyd_id_ops | authz.keyd_handle_ops)} |
+				some op in {"create", "import", "load", "move", "delete", "parameters", "derive", "export", "sign", "encrypt", "decrypt", "verify", "list"}
+			],
+		),
+	),
+)
+
+test_operation_sets_agree[tc.note] if {
+	some tc in op_set_cases
 	ok(tc)
 }
 

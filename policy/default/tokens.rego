@@ -7,14 +7,14 @@ package warden.authz
 
 # ------------------------------------------------------------------ mint
 
-grant contains msg if {
+api_grant contains msg if {
 	input.action.service == "tokens"
 	input.action.operation == "mint"
 	msg := mint_grant
 }
 
 mint_grant := "uid 0 (root) may mint any capability" if {
-	uid == 0
+	input.caller.uid == 0
 } else := sprintf("uid %d may mint these capabilities: it is allowed each of them without a token", [uid]) if {
 	is_array(input.action.details.capabilities)
 	count(input.action.details.capabilities) > 0
@@ -47,13 +47,32 @@ cap_mintable(cap, op) if mintable(cap.resource, op)
 # capability resource res covers, without a token.
 mintable(res, op) if {
 	not endswith(res, "*")
-	base_grant(service_of(res), op, res)
+	allowed_without_token(service_of(res), op, res)
 }
 
 mintable(res, op) if {
 	endswith(res, "*")
 	wild_grant(service_of(res), op, trim_suffix(res, "*"))
 }
+
+# allowed_without_token: this policy allows the caller op on res without a
+# token: grant holds and deny does not, evaluated on that action.
+# (A move is checked as a move of res onto itself: a token for it must also
+# cover the source key when used.)
+allowed_without_token(svc, op, res) if {
+	action := {
+		"service": svc, "operation": op, "resource": res,
+		"api_version": input.action.api_version,
+		"details": hypothetical_details(svc, op, res),
+	}
+	count(grant) > 0 with input.action as action with input.token as null
+	count(deny) == 0 with input.action as action with input.token as null
+}
+
+hypothetical_details(svc, op, res) := {"from": trim_prefix(res, "key:")} if {
+	svc == "keyd"
+	op == "move"
+} else := {}
 
 # service_of is the service that owns a capability resource.
 service_of(res) := "keyd" if startswith(res, "key:")
@@ -102,7 +121,7 @@ service_why_not := "mint needs at least one capability" if {
 
 # ------------------------------------------------------------- attenuate
 
-grant contains msg if {
+api_grant contains msg if {
 	input.action.service == "tokens"
 	input.action.operation == "attenuate"
 	msg := attenuate_grant
@@ -115,7 +134,7 @@ attenuate_target := input.action.details.uid if {
 } else := uid
 
 attenuate_grant := "uid 0 (root) may hand tokens to any uid" if {
-	uid == 0
+	input.caller.uid == 0
 } else := sprintf("uid %d attenuates a token for itself", [uid]) if {
 	attenuate_target == uid
 }
@@ -127,7 +146,7 @@ service_why_not := sprintf("uid %d may attenuate tokens only for itself, not for
 
 # ---------------------------------------------------------------- revoke
 
-grant contains msg if {
+api_grant contains msg if {
 	input.action.service == "tokens"
 	input.action.operation == "revoke"
 	msg := revoke_grant
@@ -136,7 +155,7 @@ grant contains msg if {
 # details.token_uid is the uid the token is bound to, null when the caller
 # revoked by id only (then only root may revoke).
 revoke_grant := "uid 0 (root) may revoke any token" if {
-	uid == 0
+	input.caller.uid == 0
 } else := sprintf("uid %d revokes its own token", [uid]) if {
 	input.action.details.token_uid == uid
 }
@@ -149,12 +168,17 @@ service_why_not := sprintf("uid %d may revoke only its own tokens, by token (not
 # ------------------------------------------------------- open operations
 
 # introspect and jwks reveal nothing a token holder does not already have.
-open_operations := {
-	"tokens": {"introspect", "jwks"},
-	"admin": {"health"},
+api_grant contains "tokens introspect is open to every caller" if {
+	input.action.service == "tokens"
+	input.action.operation == "introspect"
 }
 
-grant contains msg if {
-	input.action.operation in open_operations[input.action.service]
-	msg := sprintf("%s %s is open to every caller", [input.action.service, input.action.operation])
+api_grant contains "tokens jwks is open to every caller" if {
+	input.action.service == "tokens"
+	input.action.operation == "jwks"
+}
+
+api_grant contains "admin health is open to every caller" if {
+	input.action.service == "admin"
+	input.action.operation == "health"
 }
