@@ -25,8 +25,9 @@ var errClosed = errors.New("pkcs11: the backend is closed")
 // concurrent callers do not wait for each other, and a cache of object
 // handles by label. It is safe for concurrent use.
 //
-// The PIN of the first URI that names a token is the one the backend logs in
-// with; PKCS#11 login state belongs to the process, not the session.
+// The first PIN a URI gives for a token is the one the backend logs in with
+// (a later, different PIN is ignored with a warning): PKCS#11 login state
+// belongs to the process, not to a session or URI.
 type Backend struct {
 	lib         *library
 	p           *pkcs11.Ctx
@@ -116,9 +117,24 @@ func (b *Backend) target(ctx context.Context, loc string) (*token, string, error
 	return t, u.Object, nil
 }
 
-// token returns the token u names, finding its slot, opening its first
-// session and logging in the first time.
+// token returns the token u names, logged in with u's PIN if the token has
+// none yet.
 func (b *Backend) token(ctx context.Context, u *URI) (*token, error) {
+	t, err := b.lookupToken(ctx, u)
+	if err != nil || u.PIN == "" {
+		return t, err
+	}
+	if p := t.pin.Load(); p == nil || *p != u.PIN {
+		if err := t.usePIN(ctx, u.PIN); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+// lookupToken returns the token u names, finding its slot, opening its first
+// session and logging in the first time.
+func (b *Backend) lookupToken(ctx context.Context, u *URI) (*token, error) {
 	key := u.tokenKey()
 	if v, ok := b.byKey.Load(key); ok {
 		return v.(*token), nil

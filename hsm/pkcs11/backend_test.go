@@ -79,7 +79,11 @@ func TestSecretsStayOut(t *testing.T) {
 	base := &URI{Token: label, PIN: pin}
 	loc := base.WithObject("k").String()
 	record(b.CreateKeyPair(ctx, loc, []hsm.Algorithm{"nope"}))
-	record(b.CreateKeyPair(ctx, loc, []hsm.Algorithm{hsm.ECP256}))
+	// The token was first named without a PIN: the first URI with one logs in.
+	if err := b.CreateKeyPair(ctx, loc, []hsm.Algorithm{hsm.ECP256}); err != nil {
+		t.Fatalf("CreateKeyPair after a PIN-less Login: %v", err)
+	}
+	record(b.Login(ctx, "pkcs11:token="+label+"?pin-value="+wrongPIN)) // ignored: logged in already
 	_, err = b.HMACSHA256(ctx, loc, []byte("m"))
 	record(err)
 	_, err = b.SignECDSA(ctx, base.WithObject("absent").String(), []byte("m"))

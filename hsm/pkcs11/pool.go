@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/miekg/pkcs11"
 
@@ -17,7 +18,10 @@ type token struct {
 	b    *Backend
 	slot uint
 	name string // label, or "slot N", for messages
-	pin  string
+
+	pin     atomic.Pointer[string] // the PIN sessions log in with; nil: none
+	pinMu   sync.Mutex             // serialises adopting a PIN
+	pinWarn sync.Once
 
 	// permits bounds the sessions in use: a send takes a permit, a receive
 	// gives it back. idle holds open sessions nobody uses. A session is
@@ -26,7 +30,12 @@ type token struct {
 	permits chan struct{}
 	idle    chan pkcs11.SessionHandle
 
-	handles sync.Map // objKey → pkcs11.ObjectHandle
+	// handles caches objects by class and label; loads are lock-free.
+	// cacheMu and gen make a store lose against a forget that ran since its
+	// lookup began, so a stale handle cannot be cached after a delete.
+	handles sync.Map // objKey → *object
+	cacheMu sync.Mutex
+	gen     uint64 // guarded by cacheMu
 
 	// createMu serialises the create, import, move and delete paths, so that
 	// two first uses of a label cannot each create an object.
@@ -49,14 +58,45 @@ func newToken(b *Backend, slot uint, info pkcs11.TokenInfo, pin string) *token {
 	if name == "" {
 		name = fmt.Sprintf("slot %d", slot)
 	}
-	return &token{
+	t := &token{
 		b:       b,
 		slot:    slot,
 		name:    name,
-		pin:     pin,
 		permits: make(chan struct{}, n),
 		idle:    make(chan pkcs11.SessionHandle, n),
 	}
+	if pin != "" {
+		t.pin.Store(&pin)
+	}
+	return t
+}
+
+// usePIN logs the token in with pin if it has no PIN yet (its first URI had
+// no pin-value). A PIN that differs from the one in use is ignored, with a
+// warning: login state belongs to the process, not to a URI.
+func (t *token) usePIN(ctx context.Context, pin string) error {
+	t.pinMu.Lock()
+	defer t.pinMu.Unlock()
+	if p := t.pin.Load(); p != nil {
+		if *p != pin {
+			t.pinWarn.Do(func() {
+				t.b.log.Warn("PKCS#11 URIs for one token carry different PINs; the first one logged in is used", "token", t.name)
+			})
+		}
+		return nil
+	}
+	s, err := t.acquire(ctx)
+	if err != nil {
+		return opError("log in", "", t.name, err)
+	}
+	err = t.b.p.Login(s, pkcs11.CKU_USER, pin)
+	t.release(s, nil)
+	if err != nil && code(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+		return opError("log in", "", t.name, err)
+	}
+	t.pin.Store(&pin)
+	t.b.log.Info("PKCS#11 token logged in", "token", t.name)
+	return nil
 }
 
 // open opens a read-write session and logs it in (PKCS#11 login is per
@@ -67,8 +107,8 @@ func (t *token) open() (pkcs11.SessionHandle, error) {
 	if err != nil {
 		return 0, fmt.Errorf("open a session: %w", describe(err))
 	}
-	if t.pin != "" {
-		if err := p.Login(s, pkcs11.CKU_USER, t.pin); err != nil && code(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+	if pin := t.pin.Load(); pin != nil {
+		if err := p.Login(s, pkcs11.CKU_USER, *pin); err != nil && code(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 			_ = p.CloseSession(s)
 			return 0, fmt.Errorf("log in: %w", describe(err))
 		}
@@ -193,6 +233,9 @@ func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (*object,
 	if o, ok := t.handles.Load(k); ok {
 		return o.(*object), nil
 	}
+	t.cacheMu.Lock()
+	gen := t.gen
+	t.cacheMu.Unlock()
 	hs, err := t.labelled(s, class, label)
 	if err != nil {
 		return nil, err
@@ -213,12 +256,19 @@ func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (*object,
 			o.modulus = a[0].Value
 		}
 	}
-	t.handles.Store(k, o)
+	t.cacheMu.Lock()
+	if t.gen == gen {
+		t.handles.Store(k, o)
+	}
+	t.cacheMu.Unlock()
 	return o, nil
 }
 
 // forget drops the cached objects labelled label.
 func (t *token) forget(label string) {
+	t.cacheMu.Lock()
+	defer t.cacheMu.Unlock()
+	t.gen++
 	for _, c := range []uint{pkcs11.CKO_SECRET_KEY, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
 		t.handles.Delete(objKey{c, label})
 	}
