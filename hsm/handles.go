@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -155,7 +156,11 @@ func (h *Handles) mac(ctx context.Context, sr []byte) ([]byte, error) {
 // for a derived key), with a fresh nonce: two handles for one key differ.
 // Base is not verified here. Key-store failures are returned as they are.
 func (h *Handles) Issue(ctx context.Context, ref KeyRef) (string, error) {
-	sr, err := appendSR(nil, ref)
+	var nonce [64]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return "", fmt.Errorf("hsm: issue handle: nonce: %w", err)
+	}
+	sr, err := srJSON(ref, base64.StdEncoding.EncodeToString(nonce[:]))
 	if err != nil {
 		return "", err
 	}
@@ -172,8 +177,9 @@ func (h *Handles) Issue(ctx context.Context, ref KeyRef) (string, error) {
 	return string(out), nil
 }
 
-// appendSR appends SR_JSON for ref with a fresh nonce.
-func appendSR(b []byte, ref KeyRef) ([]byte, error) {
+// srJSON returns SR_JSON for ref and nonce.
+func srJSON(ref KeyRef, nonce string) ([]byte, error) {
+	b := make([]byte, 0, 160+len(ref.ID)+len(ref.Base)+4*len(ref.Data))
 	b = append(b, `{"key_id":{"`...)
 	switch ref.Kind {
 	case KindKey, KindKeyPair:
@@ -194,19 +200,15 @@ func appendSR(b []byte, ref KeyRef) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = fmt.Appendf(b, "%d", c)
+			b = strconv.AppendUint(b, uint64(c), 10)
 		}
 		b = append(b, "]]"...)
 	default:
 		return nil, fmt.Errorf("hsm: issue handle: %w: unknown key kind %d", ErrInvalidParameter, ref.Kind)
 	}
-	var nonce [64]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
-		return nil, fmt.Errorf("hsm: issue handle: nonce: %w", err)
-	}
-	b = append(b, `},"nonce":"`...)
-	b = base64.StdEncoding.AppendEncode(b, nonce[:])
-	return append(b, `"}`...), nil
+	b = append(b, `},"nonce":`...)
+	b = appendJSONString(b, nonce)
+	return append(b, '}'), nil
 }
 
 // appendJSONString appends s as serde_json writes a string: only '"', '\\'
