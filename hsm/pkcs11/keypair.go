@@ -143,15 +143,16 @@ func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 	if err != nil {
 		return fmt.Errorf("%w (%w)", err, hsm.ErrInvalidParameter)
 	}
+	if dst.Object == "" {
+		return fmt.Errorf("pkcs11: move key pair: the destination %q names no object (%w)", dst.Redacted(), hsm.ErrInvalidParameter)
+	}
+	dt, err := b.token(ctx, dst)
+	if err != nil {
+		return fmt.Errorf("pkcs11: move key pair to %q: %w", dst.Redacted(), err)
+	}
 	return b.do(ctx, from, "move key pair", func(t *token, s pkcs11.SessionHandle, label string) error {
-		dt, err := b.token(ctx, dst)
-		switch {
-		case err != nil:
-			return err
-		case dt != t:
+		if dt != t {
 			return fmt.Errorf("the destination %q is on another token (%w)", dst.Redacted(), hsm.ErrInvalidParameter)
-		case dst.Object == "":
-			return fmt.Errorf("the destination %q names no object (%w)", dst.Redacted(), hsm.ErrInvalidParameter)
 		}
 		t.createMu.Lock()
 		defer t.createMu.Unlock()
@@ -166,8 +167,14 @@ func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 		if dst.Object == label {
 			return nil
 		}
-		priv, _ := t.find(s, pkcs11.CKO_PRIVATE_KEY, label)
-		pub, _ := t.find(s, pkcs11.CKO_PUBLIC_KEY, label)
+		priv, err := t.find(s, pkcs11.CKO_PRIVATE_KEY, label)
+		if err != nil {
+			return err
+		}
+		pub, err := t.find(s, pkcs11.CKO_PUBLIC_KEY, label)
+		if err != nil {
+			return err
+		}
 		t.forget(label)
 		if err := t.destroy(s, dst.Object, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY); err != nil {
 			return fmt.Errorf("delete the key pair at the destination: %w", err)

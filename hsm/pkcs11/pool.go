@@ -90,7 +90,7 @@ func (t *token) usePIN(ctx context.Context, pin string) error {
 		return opError("log in", "", t.name, err)
 	}
 	err = t.b.p.Login(s, pkcs11.CKU_USER, pin)
-	t.release(s, nil)
+	t.release(s, err)
 	if err != nil && code(err) != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 		return opError("log in", "", t.name, err)
 	}

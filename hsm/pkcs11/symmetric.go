@@ -66,8 +66,9 @@ func (b *Backend) CreateKey(ctx context.Context, loc string, usage hsm.Usage) er
 	return b.do(ctx, loc, "create key", func(t *token, s pkcs11.SessionHandle, label string) error {
 		t.createMu.Lock()
 		defer t.createMu.Unlock()
-		if _, err := t.find(s, pkcs11.CKO_SECRET_KEY, label); !errors.Is(err, hsm.ErrNotFound) {
-			return err // exists (nil) or lookup failed
+		// Ask the token, not the cache: the key may have been deleted behind us.
+		if hs, err := t.labelled(s, pkcs11.CKO_SECRET_KEY, label); err != nil || len(hs) > 0 {
+			return err
 		}
 		if aes {
 			_, err = t.generateAES(s, label)
