@@ -24,6 +24,7 @@ import (
 	"github.com/warden-iot/warden/broker/keyd"
 	"github.com/warden-iot/warden/capabilities"
 	"github.com/warden-iot/warden/hsm"
+	"github.com/warden-iot/warden/hsm/pkcs11"
 	"github.com/warden-iot/warden/policy"
 )
 
@@ -113,6 +114,7 @@ func (b *Broker) openKeys(ctx context.Context, cfg *config.Config, logger *slog.
 		PKCS11LibPath:  cfg.AziotKeys["pkcs11_lib_path"],
 		PKCS11BaseSlot: cfg.AziotKeys["pkcs11_base_slot"],
 		Preloaded:      cfg.PreloadedKeys,
+		OpenPKCS11:     openPKCS11,
 		Logger:         logger,
 	})
 	if err != nil {
@@ -127,6 +129,16 @@ func (b *Broker) openKeys(ctx context.Context, cfg *config.Config, logger *slog.
 		return nil, fmt.Errorf("token signing key: %w", err)
 	}
 	return signer, nil
+}
+
+// openPKCS11 opens a PKCS#11 library for the key store (package hsm cannot
+// import hsm/pkcs11, which implements its Backend).
+func openPKCS11(libPath string, logger *slog.Logger) (hsm.PKCS11Backend, error) {
+	b, err := pkcs11.New(libPath, logger)
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // services lists each socket's API. The aziot services whose routes have not
