@@ -110,7 +110,7 @@ func moduleTerm(m *Module) *ast.Term {
 // InterfaceToValue; one that cannot be converted at all is an error.
 func detailsTerm(d map[string]any) (*ast.Term, error) {
 	if len(d) == 0 {
-		return ast.ObjectTerm(), nil
+		return ast.InternedEmptyObject, nil
 	}
 	items := make([][2]*ast.Term, 0, len(d))
 	for k, v := range d {

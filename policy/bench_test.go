@@ -54,6 +54,22 @@ func BenchmarkDecide(b *testing.B) {
 	}
 }
 
+// BenchmarkDecideBaseline is the floor every decision pays whatever the
+// policy: building the input and one OPA evaluation of a policy whose
+// decision is a constant. BenchmarkDecide's figures read best as multiples
+// of it (the machine's speed cancels out).
+func BenchmarkDecideBaseline(b *testing.B) {
+	dir := writePolicy(b, b.TempDir(), map[string]string{"a.rego": "package warden.authz\n\ndecision := {\"allow\": true, \"reasons\": [\"constant\"]}\n"})
+	e := newTestEngine(b, Options{Dir: dir, Principals: benchPrincipals()})
+	x := in(1500, "keyd", "load", "key:svc-1500/device-id")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Decide(context.Background(), x); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkDecideParallel is keyd-load-allow from GOMAXPROCS goroutines:
 // the hot path takes no lock of its own.
 func BenchmarkDecideParallel(b *testing.B) {

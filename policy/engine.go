@@ -33,7 +33,7 @@ const DefaultPackage = "warden.authz"
 var defaultFS embed.FS
 
 // DefaultPolicy returns the embedded default policy files (*.rego, tests
-// included), e.g. for `wardenctl policy default` or to seed a policy dir.
+// included), e.g. for wardenctl, the docs, or to seed a policy dir.
 func DefaultPolicy() fs.FS {
 	sub, err := fs.Sub(defaultFS, "default")
 	if err != nil { // cannot happen: "default" is a valid path in defaultFS

@@ -85,7 +85,7 @@ func loadBundle(fsys fs.FS, source string) (*bundle, error) {
 		b.modules[name] = m
 	}
 	if len(b.modules) == 0 {
-		return nil, fmt.Errorf("%s has no *.rego file (copy the default policy there to start: wardenctl policy default)", source)
+		return nil, fmt.Errorf("%s has no *.rego file (to start, copy the default policy there: policy/default/*.rego, also policy.DefaultPolicy())", source)
 	}
 	b.revision = "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
 	return b, nil
