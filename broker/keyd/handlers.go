@@ -434,4 +434,3 @@ func (s *Server) crypt(w http.ResponseWriter, r *http.Request, dataField string)
 		writeBytes(w, "plaintext", out)
 	}
 }
-
