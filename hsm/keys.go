@@ -66,8 +66,8 @@ type Keys struct {
 	preloaded map[string]preloaded
 	open      func(string, *slog.Logger) (PKCS11Backend, error)
 
-	p11mu  sync.Mutex
-	p11    PKCS11Backend // opened at Open with a base slot, else on first use
+	p11mu  sync.Mutex                   // opening and closing the PKCS#11 backend
+	p11    atomic.Pointer[pkcs11Holder] // opened at Open with a base slot, else on first use
 	closed bool
 
 	seed  maphash.Seed
@@ -77,6 +77,9 @@ type Keys struct {
 	// store; Handles drops its cache when it moves.
 	hvkGen atomic.Uint64
 }
+
+// pkcs11Holder lets an interface value sit in an atomic.Pointer.
+type pkcs11Holder struct{ b PKCS11Backend }
 
 // preloaded is a parsed [preloaded_keys] entry: a file path or a pkcs11 URI.
 type preloaded struct {
@@ -165,10 +168,13 @@ func parsePreloaded(uri string) (preloaded, error) {
 
 // pkcs11 returns the PKCS#11 backend, opening the library on first use.
 func (k *Keys) pkcs11() (PKCS11Backend, error) {
+	if h := k.p11.Load(); h != nil {
+		return h.b, nil
+	}
 	k.p11mu.Lock()
 	defer k.p11mu.Unlock()
-	if k.p11 != nil {
-		return k.p11, nil
+	if h := k.p11.Load(); h != nil {
+		return h.b, nil
 	}
 	if k.closed {
 		return nil, errors.New("hsm: the key store is closed")
@@ -180,7 +186,7 @@ func (k *Keys) pkcs11() (PKCS11Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hsm: open PKCS#11 library %s: %w", k.libPath, err)
 	}
-	k.p11 = p
+	k.p11.Store(&pkcs11Holder{b: p})
 	return p, nil
 }
 
@@ -515,12 +521,11 @@ func (k *Keys) Close() error {
 	k.p11mu.Lock()
 	defer k.p11mu.Unlock()
 	k.closed = true
-	if k.p11 == nil {
+	h := k.p11.Swap(nil)
+	if h == nil {
 		return nil
 	}
-	err := k.p11.Close()
-	k.p11 = nil
-	if err != nil {
+	if err := h.b.Close(); err != nil {
 		return fmt.Errorf("hsm: close PKCS#11 backend: %w", err)
 	}
 	return nil
