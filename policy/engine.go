@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,7 +89,7 @@ func New(ctx context.Context, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := build(ctx, b, nil, opts.Principals)
+	st, err := build(ctx, b, nil, clonePrincipals(opts.Principals))
 	if err != nil {
 		return nil, err
 	}
@@ -131,9 +132,16 @@ func build(ctx context.Context, b *bundle, compiler *ast.Compiler, ps []Principa
 	return &state{pq: pq, compiler: compiler, bundle: b, principals: ps, revision: b.revision}, nil
 }
 
+// unsafeBuiltins may not appear in a policy: a decision must not wait for
+// the network, nor let a policy reach it.
+var unsafeBuiltins = map[string]struct{}{
+	ast.HTTPSend.Name:        {},
+	ast.NetLookupIPAddr.Name: {},
+}
+
 // compile compiles the modules of b and checks that they define the decision.
 func compile(b *bundle) (*ast.Compiler, error) {
-	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	c := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithUnsafeBuiltins(unsafeBuiltins)
 	if c.Compile(b.modules); c.Failed() {
 		return nil, fmt.Errorf("compile policy %s: %w", b.source, c.Errors)
 	}
@@ -141,6 +149,19 @@ func compile(b *bundle) (*ast.Compiler, error) {
 		return nil, fmt.Errorf("compile policy %s: no rule defines %s (package %s, rule decision)", b.source, Query, DefaultPackage)
 	}
 	return c, nil
+}
+
+// clonePrincipals copies p so that the caller may reuse its slices: Reload
+// rebuilds the data from the copy.
+func clonePrincipals(p []Principal) []Principal {
+	out := make([]Principal, len(p))
+	for i, x := range p {
+		x.IDType = slices.Clone(x.IDType)
+		x.Keys = slices.Clone(x.Keys)
+		x.Certs = slices.Clone(x.Certs)
+		out[i] = x
+	}
+	return out
 }
 
 // Revision identifies the loaded policy files: "sha256:" and the first 16
@@ -153,7 +174,7 @@ func (e *Engine) SetPrincipals(ctx context.Context, p []Principal) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.state.Load()
-	st, err := build(ctx, old.bundle, old.compiler, p)
+	st, err := build(ctx, old.bundle, old.compiler, clonePrincipals(p))
 	if err != nil {
 		return fmt.Errorf("set principals: %w", err)
 	}

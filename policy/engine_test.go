@@ -244,6 +244,7 @@ func TestNewErrors(t *testing.T) {
 		"syntax error":   {files: map[string]string{"a.rego": "package warden.authz\n\ndecision := {"}, want: "parse a.rego"},
 		"compile error":  {files: map[string]string{"a.rego": "package warden.authz\n\ndecision := x\n"}, want: "compile policy"},
 		"no decision":    {files: map[string]string{"a.rego": "package warden.authz\n\nallow := true\n"}, want: "no rule defines data.warden.authz.decision"},
+		"http.send":      {files: map[string]string{"a.rego": okPolicy + "\nx := http.send({\"method\": \"GET\", \"url\": \"http://x\"})\n"}, want: "http.send"},
 		"bad data":       {files: map[string]string{"a.rego": okPolicy, "data.json": "[1]"}, want: "must be an object"},
 		"data principal": {files: map[string]string{"a.rego": okPolicy, "data.json": `{"warden": {"principals": {}}}`}, want: "comes from the configuration"},
 		"data flag":      {files: map[string]string{"a.rego": okPolicy, "data.json": `{"warden": {"plain_globs": true}}`}, want: "warden.plain_globs comes from"},

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -152,4 +153,46 @@ func TestDefaultPolicyCopiedToDir(t *testing.T) {
 	if !allowed(t, fromDir, in(1000, "keyd", "load", "key:device-id")) || allowed(t, fromDir, in(1000, "keyd", "load", "key:other")) {
 		t.Fatal("the copied default policy decides differently")
 	}
+}
+
+// Decisions running while the state is swapped see the old or the new
+// state, never a mix, and never fail (run with -race).
+func TestConcurrentDecideAndSwap(t *testing.T) {
+	e := newTestEngine(t, Options{Principals: testPrincipals})
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				d, err := e.Decide(ctx, in(1000, "keyd", "load", "key:device-id"))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !d.Allow && !strings.Contains(strings.Join(d.Reasons, ";"), "no principal whose keys match") {
+					t.Errorf("unexpected decision %+v", d)
+					return
+				}
+			}
+		}()
+	}
+	for i := range 20 {
+		ps := testPrincipals
+		if i%2 == 1 {
+			ps = nil
+		}
+		if err := e.SetPrincipals(ctx, ps); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
 }
