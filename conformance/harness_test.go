@@ -85,6 +85,8 @@ type daemon struct {
 	cmd     *exec.Cmd
 	stderr  *bytes.Buffer
 	exited  chan struct{}
+	// env is added to wardend's environment (e.g. SOFTHSM2_CONF).
+	env []string
 }
 
 // sockets lists every socket of a daemon and an api-version it accepts.
@@ -135,12 +137,18 @@ func newDir(t *testing.T) string {
 // startDaemon writes a config (baseConfig + extra) in a new dir and starts wardend.
 func startDaemon(t *testing.T, extra string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, extra, nil)
+}
+
+// startDaemonEnv is startDaemon with env added to wardend's environment.
+func startDaemonEnv(t *testing.T, extra string, env []string) *daemon {
+	t.Helper()
 	dir := newDir(t)
 	cfg := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfg, []byte(baseConfig(dir)+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	d := &daemon{t: t, dir: dir, cfgPath: cfg}
+	d := &daemon{t: t, dir: dir, cfgPath: cfg, env: env}
 	d.start()
 	t.Cleanup(d.stop)
 	return d
@@ -151,6 +159,9 @@ func (d *daemon) start() {
 	d.stderr = &bytes.Buffer{}
 	d.cmd = exec.Command(filepath.Join(binDir, "wardend"), "-c", d.cfgPath, "-log-level", "debug")
 	d.cmd.Stderr = d.stderr
+	if d.env != nil {
+		d.cmd.Env = append(os.Environ(), d.env...)
+	}
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
