@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -13,6 +14,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -235,4 +240,39 @@ func preloadedKeys(t *testing.T) (config string, ec *ecdsa.PrivateKey, rs *rsa.P
 		fmt.Fprintf(&b, "%s = \"file://%s\"\n", id, path)
 	}
 	return b.String(), ec, rs
+}
+
+// recordingSocket returns the path of a Unix socket that forwards HTTP to
+// keyd.sock and records every response body for the secret scan, so that
+// client/keyd's traffic is scanned too. The proxy connects as this
+// process's uid, as its clients do.
+func (k *keydConn) recordingSocket() string {
+	k.t.Helper()
+	path := filepath.Join(newDir(k.t), "keyd-proxy.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	target := k.d.socket("keyd")
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) { r.Out.URL.Scheme, r.Out.URL.Host = "http", "keyd.sock" },
+		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", target)
+		}},
+		ModifyResponse: func(resp *http.Response) error {
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			k.record(response{Body: b})
+			resp.Body = io.NopCloser(bytes.NewReader(b))
+			return nil
+		},
+	}
+	srv := &http.Server{Handler: proxy}
+	go srv.Serve(l)
+	k.t.Cleanup(func() { srv.Close() })
+	return path
 }
