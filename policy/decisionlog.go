@@ -34,26 +34,26 @@ type DecisionLogOptions struct {
 // token's id but never the token, and the keys of action.details but never
 // their values.
 type DecisionEntry struct {
-	Time      time.Time    `json:"time"`
-	Caller    Caller       `json:"caller"`
-	TokenID   string       `json:"token_id,omitempty"`
-	Action    LoggedAction `json:"action"`
-	Module    *Module      `json:"module,omitempty"`
-	Result    string       `json:"result"` // "allow" or "deny"
-	Reasons   []string     `json:"reasons"`
-	Revision  string       `json:"revision"`
-	LatencyUS int64        `json:"latency_us"`
+	Time      time.Time    `json:"time"`               // when the decision was made (UTC)
+	Caller    Caller       `json:"caller"`             // the peer: uid, gid, pid, exe, principal
+	TokenID   string       `json:"token_id,omitempty"` // the capability token's id (jti), "" without a token
+	Action    LoggedAction `json:"action"`             // what was asked, details reduced to their keys
+	Module    *Module      `json:"module,omitempty"`   // the WASM module of a host call, or nil
+	Result    string       `json:"result"`             // "allow" or "deny"
+	Reasons   []string     `json:"reasons"`            // the decision's reasons
+	Revision  string       `json:"revision"`           // the policy revision that decided
+	LatencyUS int64        `json:"latency_us"`         // time to decide, microseconds
 	// Error is set when no decision could be made (the request was denied).
 	Error string `json:"error,omitempty"`
 }
 
 // LoggedAction is the action of a DecisionEntry: details reduced to their keys.
 type LoggedAction struct {
-	Service     string   `json:"service"`
-	Operation   string   `json:"operation"`
-	Resource    string   `json:"resource"`
-	APIVersion  string   `json:"api_version"`
-	DetailsKeys []string `json:"details_keys,omitempty"`
+	Service     string   `json:"service"`                // Action.Service
+	Operation   string   `json:"operation"`              // Action.Operation
+	Resource    string   `json:"resource"`               // Action.Resource
+	APIVersion  string   `json:"api_version"`            // Action.APIVersion
+	DetailsKeys []string `json:"details_keys,omitempty"` // the keys of Action.Details, sorted; never the values
 }
 
 // NewDecisionEntry builds the log entry of one decision.
