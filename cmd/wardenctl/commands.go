@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -59,7 +60,7 @@ func policyCmd(args []string) error {
 	if in.Time.IsZero() {
 		in.Time = time.Now().UTC()
 	}
-	opts := policy.Options{}
+	opts := policy.Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	if *path != "" {
 		cfg, err := config.Load(*path)
 		if err != nil {
