@@ -17,7 +17,7 @@ import (
 var knownRoute = map[string]struct{ path, otherMethod string }{
 	"broker":    {"/health", "POST"},
 	"identityd": {"/trust-bundle", "POST"},
-	"keyd":      {"", ""},
+	"keyd":      {"/sign", "GET"},
 	"certd":     {"", ""},
 	"tpmd":      {"", ""},
 }
