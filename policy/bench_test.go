@@ -40,7 +40,7 @@ func BenchmarkDecide(b *testing.B) {
 			Capability{Resource: "key:dev*", Ops: []string{"load", "sign"}}), true},
 	}
 	for _, tc := range cases {
-		b.Run(tc.name, func(b *testing.B) {
+		b.Run("principals=1000/"+tc.name, func(b *testing.B) {
 			if d, err := e.Decide(ctx, tc.in); err != nil || d.Allow != tc.allow {
 				b.Fatalf("decision %+v, err %v; want allow=%v", d, err, tc.allow)
 			}
