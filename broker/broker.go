@@ -146,10 +146,16 @@ func openPKCS11(libPath string, logger *slog.Logger) (hsm.PKCS11Backend, error) 
 func (b *Broker) services() map[string]*api.Service {
 	ctl := control.New(b.tokens, b.guard, b.log, b.engine.Revision)
 	mw := []func(http.Handler) http.Handler{b.guard.Authenticate}
+	// keyd reuses allow decisions of handle operations for a second, unless
+	// every decision must reach the decision log.
+	keydOpts := keyd.Options{DecisionTTL: time.Second, PolicyRevision: b.engine.Revision}
+	if b.cfg.Warden.Policy.DecisionLog != "" {
+		keydOpts.DecisionTTL = 0
+	}
 	return map[string]*api.Service{
 		"broker":    ctl.Service(),
 		"identityd": identityd.New(b.guard, b.log).Service(),
-		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log).Service(),
+		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
 		"certd":     {Name: "certd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
 		"tpmd":      {Name: "tpmd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
 	}

@@ -25,16 +25,30 @@ func writeField(w http.ResponseWriter, name, value string) {
 	b = append(b, `":"`...)
 	b = append(b, value...)
 	b = append(b, `"}`...)
+	writeBody(w, b)
+}
+
+// writeBody writes a 200 with the JSON body b.
+func writeBody(w http.ResponseWriter, b []byte) {
 	h := w.Header()
-	h["Content-Type"] = []string{"application/json"}
+	h["Content-Type"] = contentTypeJSON
 	h["Content-Length"] = []string{strconv.Itoa(len(b))}
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 }
 
-// writeBytes writes {"<name>":"<base64 of b>"}.
-func writeBytes(w http.ResponseWriter, name string, b []byte) {
-	writeField(w, name, base64.StdEncoding.EncodeToString(b))
+// contentTypeJSON is shared by every answer (net/http only reads it).
+var contentTypeJSON = []string{"application/json"}
+
+// writeBytes writes {"<name>":"<base64 of data>"}.
+func writeBytes(w http.ResponseWriter, name string, data []byte) {
+	b := make([]byte, 0, len(name)+base64.StdEncoding.EncodedLen(len(data))+8)
+	b = append(b, `{"`...)
+	b = append(b, name...)
+	b = append(b, `":"`...)
+	b = base64.StdEncoding.AppendEncode(b, data)
+	b = append(b, `"}`...)
+	writeBody(w, b)
 }
 
 // decode reads the JSON body into v (aziot's 400/415/422 rules) and runs check.
@@ -218,7 +232,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, kind hsm.KeyKind
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	res, err := s.handleOp(r, OpDelete, req.KeyHandle.s, nil)
+	res, err := s.handleOp(r, OpDelete, req.KeyHandle.s, "", "")
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -259,7 +273,7 @@ func (s *Server) deriveKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, api.InvalidParameter("handle", errNested))
 		return
 	}
-	if err := s.authorize(r, OpDerive, base.keyID, nil); err != nil {
+	if err := s.authorizeHandle(r, OpDerive, base.keyID, "", ""); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
@@ -274,7 +288,7 @@ func (s *Server) exportDerivedKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	res, err := s.handleOp(r, OpExport, req.KeyHandle.s, nil)
+	res, err := s.handleOp(r, OpExport, req.KeyHandle.s, "", "")
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -300,7 +314,7 @@ func (s *Server) parameters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := api.PathParam(r, "parameterName")
-	res, err := s.handleOp(r, OpParameters, req.KeyHandle.s, map[string]any{"parameter": name})
+	res, err := s.handleOp(r, OpParameters, req.KeyHandle.s, "parameter", name)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -326,15 +340,6 @@ func (s *Server) parameters(w http.ResponseWriter, r *http.Request) {
 	writeField(w, "value", v)
 }
 
-// mechDetails are the policy details of each mechanism, allocated once.
-var mechDetails = map[string]map[string]any{}
-
-func init() {
-	for _, m := range []string{mechECDSA, mechHMACSHA256, mechAEAD, mechRSAPKCS1, mechRSANoPadding} {
-		mechDetails[m] = map[string]any{"algorithm": m}
-	}
-}
-
 // K11: POST /sign.
 func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 	var req signRequest
@@ -343,7 +348,7 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	mech := req.Algorithm.s
-	res, err := s.handleOp(r, OpSign, req.KeyHandle.s, mechDetails[mech])
+	res, err := s.handleOp(r, OpSign, req.KeyHandle.s, "algorithm", mech)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -394,7 +399,7 @@ func (s *Server) crypt(w http.ResponseWriter, r *http.Request, dataField string)
 		op = OpEncrypt
 	}
 	mech := req.Algorithm.s
-	res, err := s.handleOp(r, op, req.KeyHandle.s, mechDetails[mech])
+	res, err := s.handleOp(r, op, req.KeyHandle.s, "algorithm", mech)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return

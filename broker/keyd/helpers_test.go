@@ -43,12 +43,20 @@ func (f fakeTokens) Verify(_ context.Context, tok string, uid uint32) (*capabili
 // default policy.
 type env struct {
 	t      *testing.T
+	server *Server
 	h      http.Handler
 	keys   *hsm.Keys
 	tokens fakeTokens
 }
 
 func newEnv(t testing.TB) *env {
+	t.Helper()
+	return newEnvWith(t, Options{}, nil)
+}
+
+// newEnvWith is newEnv with keyd options and, when wrap is set, the
+// policy engine wrapped by it.
+func newEnvWith(t testing.TB, opts Options, wrap func(api.Decider) api.Decider) *env {
 	t.Helper()
 	ctx := context.Background()
 	keys, err := hsm.Open(ctx, hsm.Config{HomeDir: t.TempDir()})
@@ -64,10 +72,14 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	tokens := fakeTokens{}
-	guard := api.NewGuard(tokens, engine, slog.New(slog.DiscardHandler), nil)
-	s := New(keys, hsm.NewHandles(keys), guard, slog.New(slog.DiscardHandler))
+	var decider api.Decider = engine
+	if wrap != nil {
+		decider = wrap(engine)
+	}
+	guard := api.NewGuard(tokens, decider, slog.New(slog.DiscardHandler), nil)
+	s := New(keys, hsm.NewHandles(keys), guard, slog.New(slog.DiscardHandler), opts)
 	tt, _ := t.(*testing.T)
-	return &env{t: tt, h: s.Service().Handler(), keys: keys, tokens: tokens}
+	return &env{t: tt, server: s, h: s.Service().Handler(), keys: keys, tokens: tokens}
 }
 
 // resp is an answer of the handler.

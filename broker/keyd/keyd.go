@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/hsm"
@@ -47,19 +48,21 @@ const (
 
 // Server holds keyd's dependencies.
 type Server struct {
-	keys    *hsm.Keys
-	handles *hsm.Handles
-	guard   *api.Guard
-	log     *slog.Logger
+	keys      *hsm.Keys
+	handles   *hsm.Handles
+	guard     *api.Guard
+	log       *slog.Logger
+	decisions *decisionCache // nil: every request asks the policy
+	now       func() time.Time
 }
 
 // New returns the key service over keys, issuing and verifying handles
 // with handles and authorizing every request with guard.
-func New(keys *hsm.Keys, handles *hsm.Handles, guard *api.Guard, logger *slog.Logger) *Server {
+func New(keys *hsm.Keys, handles *hsm.Handles, guard *api.Guard, logger *slog.Logger, opts Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{keys: keys, handles: handles, guard: guard, log: logger}
+	return &Server{keys: keys, handles: handles, guard: guard, log: logger, decisions: newDecisionCache(opts), now: time.Now}
 }
 
 // Service returns the keyd.sock API description: routes K1–K13.
@@ -101,16 +104,22 @@ var (
 	errInvalidArgument = api.InvalidParameter("", nil)
 )
 
-// authorize decides a on behalf of the request and turns a refusal into
-// aziot's 401 naming keyID. A decision that could not be made fails closed
-// (500).
+// authorize decides op on key keyID on behalf of the request and turns a
+// refusal into aziot's 401 naming keyID. A decision that could not be made
+// fails closed (500).
 func (s *Server) authorize(r *http.Request, op, keyID string, details map[string]any) error {
+	_, err := s.decide(r, op, keyID, details)
+	return err
+}
+
+// decide is authorize, returning the policy revision of an allow.
+func (s *Server) decide(r *http.Request, op, keyID string, details map[string]any) (string, error) {
 	d, err := s.guard.Authorize(r.Context(), policy.Action{
 		Service: "keyd", Operation: op, Resource: "key:" + keyID,
 		APIVersion: api.APIVersion(r), Details: details,
 	})
 	if err != nil {
-		return api.Internal(err)
+		return "", api.Internal(err)
 	}
 	if !d.Allow {
 		uid := "unknown"
@@ -118,9 +127,34 @@ func (s *Server) authorize(r *http.Request, op, keyID string, details map[string
 			uid = strconv.FormatUint(uint64(p.UID), 10)
 		}
 		s.log.Info("keyd request refused", "uid", uid, "op", op, "key", keyID, "reasons", d.Reasons)
-		return api.Unauthorized("user " + uid + " is not authorized to access the key " + keyID)
+		return "", api.Unauthorized("user " + uid + " is not authorized to access the key " + keyID)
 	}
-	return nil
+	return d.Revision, nil
+}
+
+// authorizeHandle is authorize for a handle operation, whose allow
+// decisions may be reused for Options.DecisionTTL. detail is the mechanism
+// or parameter name, also given to the policy as details[detailName].
+func (s *Server) authorizeHandle(r *http.Request, op, keyID, detailName, detail string) error {
+	details := func() map[string]any {
+		if detailName == "" {
+			return nil
+		}
+		return map[string]any{detailName: detail}
+	}
+	if s.decisions == nil {
+		return s.authorize(r, op, keyID, details())
+	}
+	k, ok := s.decisions.key(r, op, keyID, detail)
+	now := s.now()
+	if ok && s.decisions.allowed(k, now) {
+		return nil
+	}
+	rev, err := s.decide(r, op, keyID, details())
+	if err == nil && ok {
+		s.decisions.remember(k, rev, now)
+	}
+	return err
 }
 
 // checkID rejects a key ID aziot cannot pass to its C library (a NUL byte),
@@ -160,14 +194,14 @@ func (s *Server) resolve(ctx context.Context, handle string) (resolved, error) {
 	return resolved{ref: ref, keyID: ref.BaseRef.ID}, nil
 }
 
-// handleOp decodes a body carrying a key handle, resolves the handle and
-// authorizes op on its key.
-func (s *Server) handleOp(r *http.Request, op string, handle string, details map[string]any) (resolved, error) {
+// handleOp resolves a key handle and authorizes op on its key, with
+// details {detailName: detail} when detailName is set.
+func (s *Server) handleOp(r *http.Request, op, handle, detailName, detail string) (resolved, error) {
 	res, err := s.resolve(r.Context(), handle)
 	if err != nil {
 		return resolved{}, err
 	}
-	if err := s.authorize(r, op, res.keyID, details); err != nil {
+	if err := s.authorizeHandle(r, op, res.keyID, detailName, detail); err != nil {
 		return resolved{}, err
 	}
 	return res, nil

@@ -1,11 +1,13 @@
 package keyd
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/hsm"
@@ -37,6 +39,15 @@ type str struct {
 
 // UnmarshalJSON records the string, or that the value was not one.
 func (f *str) UnmarshalJSON(b []byte) error {
+	// Fast path: a string without escapes whose bytes are valid UTF-8 is
+	// its own content (encoding/json has already checked the token).
+	if n := len(b); n >= 2 && b[0] == '"' && b[n-1] == '"' {
+		raw := b[1 : n-1]
+		if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
+			f.s, f.state = string(raw), present
+			return nil
+		}
+	}
 	switch {
 	case string(b) == "null":
 		f.state = null
@@ -65,7 +76,7 @@ func (f *bytesField) UnmarshalJSON(b []byte) error {
 		return nil
 	}
 	raw := b[1 : len(b)-1]
-	if strings.IndexByte(string(raw), '\\') >= 0 {
+	if bytes.IndexByte(raw, '\\') >= 0 {
 		// An escaped string: let encoding/json unescape it first.
 		var s string
 		if json.Unmarshal(b, &s) != nil {
@@ -198,10 +209,16 @@ const (
 // signRequest is K11's body: the algorithm/parameters pair is an
 // adjacently tagged enum flattened into the object.
 type signRequest struct {
-	KeyHandle  str             `json:"keyHandle"`
-	Algorithm  str             `json:"algorithm"`
-	Parameters json.RawMessage `json:"parameters"`
+	KeyHandle  str         `json:"keyHandle"`
+	Algorithm  str         `json:"algorithm"`
+	Parameters *signParams `json:"parameters"`
 	data       []byte
+}
+
+// signParams holds the members of both variants' parameters.
+type signParams struct {
+	Digest  bytesField `json:"digest"`
+	Message bytesField `json:"message"`
 }
 
 func (r *signRequest) check() error {
@@ -211,18 +228,21 @@ func (r *signRequest) check() error {
 	if err := r.Algorithm.state.check("algorithm", "variant identifier"); err != nil {
 		return err
 	}
-	var field string
-	switch r.Algorithm.s {
-	case mechECDSA:
-		field = "digest"
-	case mechHMACSHA256:
-		field = "message"
-	default:
+	if r.Algorithm.s != mechECDSA && r.Algorithm.s != mechHMACSHA256 {
 		return unknownVariant(r.Algorithm.s, mechECDSA, mechHMACSHA256)
 	}
-	b, err := variantBytes(r.Parameters, field)
-	r.data = b
-	return err
+	if r.Parameters == nil {
+		return unprocessable("missing field `parameters`")
+	}
+	f, name := r.Parameters.Message, "message"
+	if r.Algorithm.s == mechECDSA {
+		f, name = r.Parameters.Digest, "digest"
+	}
+	if err := f.state.check(name, expBase64); err != nil {
+		return err
+	}
+	r.data = f.b
+	return nil
 }
 
 // cryptRequest is K12's and K13's body; data is the plaintext or ciphertext.
@@ -283,22 +303,6 @@ func (r *cryptRequest) data(dataField string) []byte {
 		return r.Plaintext.b
 	}
 	return r.Ciphertext.b
-}
-
-// variantBytes decodes parameters {"<field>": base64} of a struct variant.
-func variantBytes(params json.RawMessage, field string) ([]byte, error) {
-	if len(params) == 0 {
-		return nil, unprocessable("missing field `parameters`")
-	}
-	var m map[string]bytesField
-	if err := json.Unmarshal(params, &m); err != nil {
-		return nil, unprocessable("invalid type for field `parameters`: expected a map")
-	}
-	f := m[field]
-	if err := f.state.check(field, expBase64); err != nil {
-		return nil, err
-	}
-	return f.b, nil
 }
 
 func unknownVariant(got string, want ...string) error {

@@ -207,29 +207,11 @@ func (c *Client) ExportDerivedKey(ctx context.Context, handle string) ([]byte, e
 // Sign signs data with handle: a digest for ECDSA, a whole message for
 // HMACSHA256.
 func (c *Client) Sign(ctx context.Context, handle, algorithm string, data []byte) ([]byte, error) {
-	var params any
-	switch algorithm {
-	case ECDSA:
-		params = struct {
-			Digest []byte `json:"digest"`
-		}{nonNil(data)}
-	default:
-		params = struct {
-			Message []byte `json:"message"`
-		}{nonNil(data)}
-	}
-	req := struct {
-		KeyHandle  string `json:"keyHandle"`
-		Algorithm  string `json:"algorithm"`
-		Parameters any    `json:"parameters"`
-	}{handle, algorithm, params}
-	var resp struct {
-		Signature []byte `json:"signature"`
-	}
-	if err := c.c.Do(ctx, http.MethodPost, "/sign", req, &resp); err != nil {
+	sig, err := c.postBytes(ctx, "/sign", signBody(handle, algorithm, data), "signature")
+	if err != nil {
 		return nil, fmt.Errorf("keyd: sign %s: %w", algorithm, err)
 	}
-	return resp.Signature, nil
+	return sig, nil
 }
 
 // Mechanism is the algorithm of Encrypt and Decrypt, with AEAD's parameters.
@@ -240,58 +222,25 @@ type Mechanism struct {
 	IV, AAD []byte
 }
 
-type aeadParams struct {
-	IV  []byte `json:"iv"`
-	AAD []byte `json:"aad"`
-}
-
-type encryptRequest struct {
-	KeyHandle  string      `json:"keyHandle"`
-	Algorithm  string      `json:"algorithm"`
-	Parameters *aeadParams `json:"parameters,omitempty"`
-	Plaintext  []byte      `json:"plaintext"`
-}
-
-type decryptRequest struct {
-	KeyHandle  string      `json:"keyHandle"`
-	Algorithm  string      `json:"algorithm"`
-	Parameters *aeadParams `json:"parameters,omitempty"`
-	Ciphertext []byte      `json:"ciphertext"`
-}
-
-// params is AEAD's "parameters" member; the RSA mechanisms have none.
-func (m Mechanism) params() *aeadParams {
-	if m.Algorithm != AEAD {
-		return nil
-	}
-	return &aeadParams{IV: nonNil(m.IV), AAD: nonNil(m.AAD)}
-}
-
 // Encrypt encrypts plaintext with handle. For AEAD the result is
 // 0x02 || ct || tag; the RSA mechanisms are private-key operations whose
 // result is as long as the modulus.
 func (c *Client) Encrypt(ctx context.Context, handle string, m Mechanism, plaintext []byte) ([]byte, error) {
-	req := encryptRequest{KeyHandle: handle, Algorithm: m.Algorithm, Parameters: m.params(), Plaintext: nonNil(plaintext)}
-	var resp struct {
-		Ciphertext []byte `json:"ciphertext"`
-	}
-	if err := c.c.Do(ctx, http.MethodPost, "/encrypt", req, &resp); err != nil {
+	ct, err := c.postBytes(ctx, "/encrypt", cryptBody(handle, m, "plaintext", plaintext), "ciphertext")
+	if err != nil {
 		return nil, fmt.Errorf("keyd: encrypt %s: %w", m.Algorithm, err)
 	}
-	return resp.Ciphertext, nil
+	return ct, nil
 }
 
 // Decrypt decrypts an AEAD ciphertext made by Encrypt (or IoT Edge 1.1's v1
 // format, for file keys).
 func (c *Client) Decrypt(ctx context.Context, handle string, m Mechanism, ciphertext []byte) ([]byte, error) {
-	req := decryptRequest{KeyHandle: handle, Algorithm: m.Algorithm, Parameters: m.params(), Ciphertext: nonNil(ciphertext)}
-	var resp struct {
-		Plaintext []byte `json:"plaintext"`
-	}
-	if err := c.c.Do(ctx, http.MethodPost, "/decrypt", req, &resp); err != nil {
+	pt, err := c.postBytes(ctx, "/decrypt", cryptBody(handle, m, "ciphertext", ciphertext), "plaintext")
+	if err != nil {
 		return nil, fmt.Errorf("keyd: decrypt %s: %w", m.Algorithm, err)
 	}
-	return resp.Plaintext, nil
+	return pt, nil
 }
 
 // nonNil makes encoding/json send "" rather than null for an empty slice.

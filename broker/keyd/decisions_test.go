@@ -1,0 +1,103 @@
+package keyd
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/capabilities"
+	"github.com/warden-iot/warden/policy"
+)
+
+// countingDecider counts decisions and can refuse everything or stamp a
+// revision.
+type countingDecider struct {
+	inner    api.Decider
+	calls    atomic.Int64
+	mu       sync.Mutex
+	revision string
+	denyAll  bool
+}
+
+func (c *countingDecider) Decide(ctx context.Context, in *policy.Input) (policy.Decision, error) {
+	c.calls.Add(1)
+	d, err := c.inner.Decide(ctx, in)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d.Revision = c.revision
+	if c.denyAll {
+		d.Allow = false
+	}
+	return d, err
+}
+
+func (c *countingDecider) set(rev string, deny bool) {
+	c.mu.Lock()
+	c.revision, c.denyAll = rev, deny
+	c.mu.Unlock()
+}
+
+func (c *countingDecider) rev() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.revision
+}
+
+// TestDecisionCache: allow decisions of handle operations are reused for
+// the TTL, per caller, token, operation, key and mechanism, and only under
+// the revision that made them; denials and ID operations always ask.
+func TestDecisionCache(t *testing.T) {
+	cd := &countingDecider{revision: "r1"}
+	clock := time.Unix(1_800_000_000, 0)
+	var clockMu sync.Mutex
+	e := newEnvWith(t, Options{DecisionTTL: time.Second, PolicyRevision: cd.rev}, func(d api.Decider) api.Decider {
+		cd.inner = d
+		return cd
+	})
+	setClock := func(d time.Duration) {
+		clockMu.Lock()
+		clock = clock.Add(d)
+		clockMu.Unlock()
+	}
+	e.server.now = func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return clock }
+
+	h := e.importKey("a-k", bytes.Repeat([]byte{1}, 32))
+	tok := e.token(uidA, capabilities.Capability{Resource: "key:a-k", Ops: []string{"sign"}})
+	sign := jsonBody(map[string]any{"keyHandle": h, "algorithm": "HMAC-SHA256", "parameters": map[string]any{"message": "AA=="}})
+	calls := func() int64 { return cd.calls.Load() }
+	steps := []struct {
+		name      string
+		do        func() resp
+		status    int
+		decisions int64 // decisions the step asks the policy for
+	}{
+		{"first sign decides", func() resp { return e.call(uidA, "", "POST", "/sign", sign) }, 200, 1},
+		{"second sign reuses", func() resp { return e.call(uidA, "", "POST", "/sign", sign) }, 200, 0},
+		{"another uid decides", func() resp { return e.call(4242, "", "POST", "/sign", sign) }, 200, 1},
+		{"with a token decides", func() resp { return e.call(uidA, tok, "POST", "/sign", sign) }, 200, 1},
+		{"another operation decides", func() resp {
+			return e.call(uidA, "", "POST", "/parameters/algorithm", jsonBody(map[string]string{"keyHandle": h}))
+		}, 400, 1},
+		{"ID operations always decide", func() resp { return e.call(uidA, "", "GET", "/key/a-k", "") }, 200, 1},
+		{"ID operations always decide, again", func() resp { return e.call(uidA, "", "GET", "/key/a-k", "") }, 200, 1},
+		{"after the TTL, decides", func() resp { setClock(1500 * time.Millisecond); return e.call(uidA, "", "POST", "/sign", sign) }, 200, 1},
+		{"a new revision decides", func() resp { cd.set("r2", false); return e.call(uidA, "", "POST", "/sign", sign) }, 200, 1},
+		{"and is reused", func() resp { return e.call(uidA, "", "POST", "/sign", sign) }, 200, 0},
+		{"a denial is not cached", func() resp { cd.set("r3", true); return e.call(uidA, "", "POST", "/sign", sign) }, 401, 1},
+		{"so the next request decides", func() resp { return e.call(uidA, "", "POST", "/sign", sign) }, 401, 1},
+	}
+	for _, st := range steps {
+		before := calls()
+		r := st.do()
+		if r.status != st.status {
+			t.Fatalf("%s: status %d, want %d: %s", st.name, r.status, st.status, r.body)
+		}
+		if got := calls() - before; got != st.decisions {
+			t.Fatalf("%s: %d policy decisions, want %d", st.name, got, st.decisions)
+		}
+	}
+}

@@ -1,0 +1,238 @@
+package conformance
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/warden-iot/warden/broker"
+	"github.com/warden-iot/warden/broker/config"
+	"github.com/warden-iot/warden/client/keyd"
+)
+
+// benchBroker serves wardend in this process (real sockets) with extra
+// config and returns its keyd socket.
+func benchBroker(b *testing.B, extra string) string {
+	b.Helper()
+	dir := b.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	cfg := fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n%s", filepath.Join(dir, "state"), filepath.Join(dir, "run"), extra)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	br, err := broker.New(ctx, c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { br.Serve(ctx); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	sock := c.SocketPath("keyd")
+	kc := keyd.New(sock)
+	defer kc.Close()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := kc.LoadKey(ctx, "ready-probe"); err != nil {
+			if _, ok := err.(interface{ Unwrap() error }); ok && time.Now().Before(deadline) {
+				var ce *keyd.Error
+				if asError(err, &ce) {
+					break
+				}
+				continue
+			}
+			b.Fatalf("keyd not ready: %v", err)
+		}
+	}
+	return sock
+}
+
+func asError(err error, target **keyd.Error) bool {
+	for err != nil {
+		if e, ok := err.(*keyd.Error); ok {
+			*target = e
+			return true
+		}
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return false
+		}
+		err = u.Unwrap()
+	}
+	return false
+}
+
+// rateRun runs f as sub-benchmark name and returns operations per second.
+func rateRun(b *testing.B, name string, f func(b *testing.B)) float64 {
+	var rate float64
+	b.Run(name, func(b *testing.B) {
+		f(b)
+		rate = float64(b.N) / b.Elapsed().Seconds()
+		b.ReportMetric(rate, "ops/s")
+	})
+	return rate
+}
+
+// BenchmarkKeydSign: ECDSA P-256 and HMAC-SHA256 signatures through
+// keyd.sock (file store, keep-alive client, default policy) with 1 and 8
+// clients, beside Go's crypto in-process, with the ratio printed.
+func BenchmarkKeydSign(b *testing.B) {
+	sock := benchBroker(b, "")
+	ctx := context.Background()
+	setup := keyd.New(sock)
+	ecHandle, err := setup.CreateKeyPairIfNotExists(ctx, "bench-ec", "ec-p256")
+	if err != nil {
+		b.Fatal(err)
+	}
+	macKey := make([]byte, 32)
+	rand.Read(macKey)
+	macHandle, err := setup.ImportKey(ctx, "bench-mac", macKey, "sign")
+	if err != nil {
+		b.Fatal(err)
+	}
+	setup.Close()
+	goKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := sha256.Sum256([]byte("benchmark"))
+	msg := []byte("SharedAccessSignature sr=myhub.azure-devices.net%2fdevices%2fdevice-1&se=1790000000")
+
+	for _, clients := range []int{1, 8} {
+		for _, op := range []struct {
+			name   string
+			socket func(c *keyd.Client) error
+			inproc func() error
+		}{
+			{"ecdsa-p256", func(c *keyd.Client) error {
+				_, err := c.Sign(ctx, ecHandle, keyd.ECDSA, digest[:])
+				return err
+			}, func() error {
+				_, err := ecdsa.SignASN1(rand.Reader, goKey, digest[:])
+				return err
+			}},
+			{"hmac-sha256", func(c *keyd.Client) error {
+				_, err := c.Sign(ctx, macHandle, keyd.HMACSHA256, msg)
+				return err
+			}, func() error {
+				m := hmac.New(sha256.New, macKey)
+				m.Write(msg)
+				m.Sum(nil)
+				return nil
+			}},
+		} {
+			sockRate := rateRun(b, fmt.Sprintf("%s/clients=%d/socket", op.name, clients), func(b *testing.B) {
+				c := keyd.New(sock)
+				defer c.Close()
+				parallel(b, clients, func() error { return op.socket(c) })
+			})
+			inRate := rateRun(b, fmt.Sprintf("%s/clients=%d/inprocess", op.name, clients), func(b *testing.B) {
+				parallel(b, clients, op.inproc)
+			})
+			fmt.Printf("keyd.sock %s sign, %d client(s): socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n",
+				op.name, clients, sockRate, inRate, sockRate/inRate)
+		}
+	}
+}
+
+// BenchmarkKeydSoftHSMSign: ECDSA P-256 signatures by a SoftHSM2 key,
+// through keyd.sock beside SoftHSM called directly (miekg/pkcs11, one
+// logged-in session per goroutine), with the ratio printed.
+func BenchmarkKeydSoftHSMSign(b *testing.B) {
+	hsm := newSoftHSM(&testing.T{})
+	os.Setenv("SOFTHSM2_CONF", hsm.conf) // read once, at C_Initialize, by both paths
+	sock := benchBroker(b, hsm.config())
+	ctx := context.Background()
+	setup := keyd.New(sock)
+	h, err := setup.CreateKeyPairIfNotExists(ctx, "bench-hsm-ec", "ec-p256")
+	setup.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("benchmark"))
+
+	p := pkcs11.New(softhsmLib)
+	if err := p.Initialize(); err != nil && err != pkcs11.Error(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		b.Fatal(err)
+	}
+	slot := softhsmSlot(b, p, hsm.label)
+	for _, clients := range []int{1, 8} {
+		sockRate := rateRun(b, fmt.Sprintf("clients=%d/socket", clients), func(b *testing.B) {
+			c := keyd.New(sock)
+			defer c.Close()
+			parallel(b, clients, func() error {
+				_, err := c.Sign(ctx, h, keyd.ECDSA, digest[:])
+				return err
+			})
+		})
+		directRate := rateRun(b, fmt.Sprintf("clients=%d/softhsm-direct", clients), func(b *testing.B) {
+			sessions := make(chan pkcs11.SessionHandle, clients)
+			var key pkcs11.ObjectHandle
+			for range clients {
+				s, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer p.CloseSession(s)
+				if err := p.Login(s, pkcs11.CKU_USER, hsm.pin); err != nil && err != pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+					b.Fatal(err)
+				}
+				key = findKey(b, p, s, "bench-hsm-ec")
+				sessions <- s
+			}
+			mech := []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+			parallel(b, clients, func() error {
+				s := <-sessions
+				defer func() { sessions <- s }()
+				if err := p.SignInit(s, mech, key); err != nil {
+					return err
+				}
+				_, err := p.Sign(s, digest[:])
+				return err
+			})
+		})
+		fmt.Printf("SoftHSM ECDSA P-256 sign, %d client(s): through keyd.sock %.0f/s, SoftHSM direct %.0f/s, ratio %.3f\n",
+			clients, sockRate, directRate, sockRate/directRate)
+	}
+}
+
+func softhsmSlot(b *testing.B, p *pkcs11.Ctx, label string) uint {
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, s := range slots {
+		if ti, err := p.GetTokenInfo(s); err == nil && ti.Label == label {
+			return s
+		}
+	}
+	b.Fatalf("no SoftHSM token %q", label)
+	return 0
+}
+
+func findKey(b *testing.B, p *pkcs11.Ctx, s pkcs11.SessionHandle, label string) pkcs11.ObjectHandle {
+	if err := p.FindObjectsInit(s, []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
+	}); err != nil {
+		b.Fatal(err)
+	}
+	hs, _, err := p.FindObjects(s, 1)
+	p.FindObjectsFinal(s)
+	if err != nil || len(hs) != 1 {
+		b.Fatalf("find %s: %v", label, err)
+	}
+	return hs[0]
+}
