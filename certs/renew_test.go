@@ -1,0 +1,127 @@
+package certs
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+func TestNextRenewal(t *testing.T) {
+	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	na := nb.Add(100 * time.Minute)
+	pct := func(th, re int) RenewalPolicy {
+		return RenewalPolicy{Threshold: Period{Percent: th}, Retry: Period{Percent: re}}
+	}
+	fixed := RenewalPolicy{Threshold: Period{Duration: 10 * time.Minute}, Retry: Period{Duration: time.Minute}}
+	cases := []struct {
+		name      string
+		p         RenewalPolicy
+		nb, na    time.Time
+		now       time.Time
+		want      time.Time
+		wantRetry time.Duration
+	}{
+		{"80% of the lifetime", pct(80, 4), nb, na, nb, nb.Add(80 * time.Minute), 4 * time.Minute},
+		{"50%", pct(50, 10), nb, na, nb.Add(time.Minute), nb.Add(50 * time.Minute), 10 * time.Minute},
+		{"fixed: notAfter - 10min", fixed, nb, na, nb, na.Add(-10 * time.Minute), time.Minute},
+		{"past threshold: now + retry", pct(50, 10), nb, na, nb.Add(60 * time.Minute), nb.Add(70 * time.Minute), 10 * time.Minute},
+		{"expired: now", pct(50, 10), nb, na, na.Add(time.Hour), na.Add(time.Hour), 10 * time.Minute},
+		{"invalid (notBefore >= notAfter): now", pct(50, 10), na, nb, nb, nb, time.Second},
+		{"retry at least one second", pct(50, 1), nb, nb.Add(10 * time.Second), nb, nb.Add(5 * time.Second), time.Second},
+		{"2-minute cert, 50%", pct(50, 4), nb, nb.Add(2 * time.Minute), nb, nb.Add(time.Minute), 4800 * time.Millisecond},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.p.NextRenewal(tc.nb, tc.na, tc.now); !got.Equal(tc.want) {
+				t.Errorf("NextRenewal = %s, want %s", got, tc.want)
+			}
+			if got := tc.p.RetryPeriod(tc.nb, tc.na); got != tc.wantRetry {
+				t.Errorf("RetryPeriod = %s, want %s", got, tc.wantRetry)
+			}
+		})
+	}
+}
+
+// TestSchedulerOrder: jobs run in time order, rescheduling replaces, and
+// removal drops a job.
+func TestSchedulerOrder(t *testing.T) {
+	s := NewScheduler(nil)
+	now := time.Now()
+	s.Schedule("c", now.Add(60*time.Millisecond))
+	s.Schedule("a", now.Add(20*time.Millisecond))
+	s.Schedule("b", now.Add(40*time.Millisecond))
+	s.Schedule("gone", now.Add(10*time.Millisecond))
+	s.Remove("gone")
+	s.Schedule("d", now.Add(time.Hour))
+	s.Schedule("d", now.Add(80*time.Millisecond)) // moved earlier
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		s.Run(ctx, func(_ context.Context, id string) {
+			mu.Lock()
+			got = append(got, id)
+			n := len(got)
+			mu.Unlock()
+			if n == 4 {
+				close(done)
+			}
+		})
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("jobs did not run")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"a", "b", "c", "d"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("order %v, want %v", got, want)
+		}
+	}
+	if ids := s.IDs(); len(ids) != 0 {
+		t.Fatalf("left scheduled: %v", ids)
+	}
+}
+
+// TestSchedulerReschedule: a job may reschedule itself (retry) and an
+// earlier job added while waiting wakes the loop.
+func TestSchedulerReschedule(t *testing.T) {
+	s := NewScheduler(nil)
+	s.Schedule("late", time.Now().Add(time.Hour))
+	runs := make(chan string, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		n := 0
+		s.Run(ctx, func(_ context.Context, id string) {
+			runs <- id
+			if id == "retry" && n < 2 {
+				n++
+				s.Schedule(id, time.Now().Add(5*time.Millisecond))
+			}
+		})
+	}()
+	s.Schedule("retry", time.Now())
+	for i := 0; i < 3; i++ {
+		select {
+		case id := <-runs:
+			if id != "retry" {
+				t.Fatalf("run %q", id)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no run")
+		}
+	}
+	if at, ok := s.Next("late"); !ok || time.Until(at) < 50*time.Minute {
+		t.Fatalf("late job: %v %v", at, ok)
+	}
+	cancel()
+	<-stopped
+}
