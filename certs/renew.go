@@ -71,11 +71,11 @@ func (p RenewalPolicy) NextRenewal(notBefore, notAfter, now time.Time) time.Time
 // single timer. It is safe for concurrent use; Run executes due jobs one at
 // a time, in time order.
 type Scheduler struct {
-	mu    sync.Mutex
-	h     entryHeap
-	byID  map[string]*entry
-	wake  chan struct{}
-	now   func() time.Time
+	mu   sync.Mutex
+	h    entryHeap
+	byID map[string]*entry
+	wake chan struct{}
+	now  func() time.Time
 }
 
 type entry struct {
