@@ -1,6 +1,7 @@
 package keyd
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"testing"
@@ -67,6 +68,59 @@ func FuzzKeydRequest(f *testing.F) {
 		}
 		if msg, ok := m["message"].(string); !ok || msg == "" {
 			t.Fatalf("%s %s %q: empty message: %s", rt.method, rt.target, body, r.body)
+		}
+	})
+}
+
+// FuzzUnquote: unquote agrees with encoding/json on every JSON string it
+// accepts.
+func FuzzUnquote(f *testing.F) {
+	for _, s := range []string{`abc`, `sr=a\u0026sig=b`, `\"\\\/\b\f\n\r\t`, `\u00e9`, `é`, `\ud83d\ude00`, "\xff", `\`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, content string) {
+		quoted := []byte(`"` + content + `"`)
+		var want string
+		if json.Unmarshal(quoted, &want) != nil {
+			return // not a JSON string: encoding/json never passes it on
+		}
+		if got, ok := unquote([]byte(content)); ok && got != want {
+			t.Fatalf("unquote(%q) = %q, encoding/json says %q", content, got, want)
+		}
+	})
+}
+
+// FuzzEachMember: on every JSON object encoding/json accepts, eachMember
+// finds the same members with the same values as encoding/json does.
+func FuzzEachMember(f *testing.F) {
+	for _, s := range []string{`{}`, `{"a":1,"b":"x","c":{"d":[1,{"e":"}"}]},"f":null}`, ` { "k\u0041" : true , "a":"\"}" } `, `{"a":1,"a":2}`, `[1]`, `"s"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var want map[string]json.RawMessage
+		if json.Unmarshal([]byte(body), &want) != nil || want == nil {
+			return // not an object: encoding/json never hands it to UnmarshalJSON
+		}
+		got := map[string]json.RawMessage{}
+		if err := eachMember([]byte(body), func(k, v []byte) {
+			key, ok := unquote(k)
+			if !ok {
+				json.Unmarshal([]byte(`"`+string(k)+`"`), &key)
+			}
+			got[key] = append(json.RawMessage(nil), v...)
+		}); err != nil {
+			t.Fatalf("eachMember(%q): %v", body, err)
+		}
+		if len(got) != len(want) {
+			t.Fatalf("eachMember(%q) found %d members, encoding/json %d", body, len(got), len(want))
+		}
+		for k, w := range want {
+			var a, b bytes.Buffer
+			json.Compact(&a, w)
+			json.Compact(&b, got[k])
+			if a.String() != b.String() {
+				t.Fatalf("eachMember(%q): member %q = %s, encoding/json %s", body, k, got[k], w)
+			}
 		}
 	})
 }

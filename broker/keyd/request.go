@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -39,12 +40,12 @@ type str struct {
 
 // UnmarshalJSON records the string, or that the value was not one.
 func (f *str) UnmarshalJSON(b []byte) error {
-	// Fast path: a string without escapes whose bytes are valid UTF-8 is
-	// its own content (encoding/json has already checked the token).
+	// Fast path: encoding/json has already checked the token, so a string
+	// of valid UTF-8 needs only its escapes undone (clients' JSON encoders
+	// escape the "&" of every handle as \u0026).
 	if n := len(b); n >= 2 && b[0] == '"' && b[n-1] == '"' {
-		raw := b[1 : n-1]
-		if bytes.IndexByte(raw, '\\') < 0 && utf8.Valid(raw) {
-			f.s, f.state = string(raw), present
+		if s, ok := unquote(b[1 : n-1]); ok {
+			f.s, f.state = s, present
 			return nil
 		}
 	}
@@ -57,6 +58,59 @@ func (f *str) UnmarshalJSON(b []byte) error {
 		f.state = wrongType
 	}
 	return nil
+}
+
+// unquote undoes the escapes of the content of a JSON string that
+// encoding/json has validated. ok is false for what it leaves to
+// encoding/json: invalid UTF-8 and \u escapes outside the ASCII range.
+func unquote(raw []byte) (string, bool) {
+	i := bytes.IndexByte(raw, '\\')
+	if i < 0 {
+		return string(raw), utf8.Valid(raw)
+	}
+	out := make([]byte, i, len(raw))
+	copy(out, raw[:i])
+	for ; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if i+1 >= len(raw) {
+			return "", false
+		}
+		i++
+		switch raw[i] {
+		case '"', '\\', '/':
+			out = append(out, raw[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			if i+4 >= len(raw) {
+				return "", false
+			}
+			v, err := strconv.ParseUint(string(raw[i+1:i+5]), 16, 16)
+			if err != nil || v >= 0x80 {
+				return "", false
+			}
+			out = append(out, byte(v))
+			i += 4
+		default:
+			return "", false
+		}
+	}
+	if !utf8.Valid(out) {
+		return "", false
+	}
+	return string(out), true
 }
 
 // bytesField is a base64 (standard, padded) JSON string member.
@@ -269,11 +323,15 @@ func (r *cryptRequest) check(dataField string) error {
 		if len(r.Parameters) == 0 {
 			return unprocessable("missing field `parameters`")
 		}
-		var p struct {
-			IV  bytesField `json:"iv"`
-			AAD bytesField `json:"aad"`
-		}
-		if err := json.Unmarshal(r.Parameters, &p); err != nil {
+		var p struct{ IV, AAD bytesField }
+		if err := eachMember(r.Parameters, func(k, v []byte) {
+			switch {
+			case keyIs(k, "iv"):
+				p.IV.UnmarshalJSON(v)
+			case keyIs(k, "aad"):
+				p.AAD.UnmarshalJSON(v)
+			}
+		}); err != nil {
 			return unprocessable("invalid type for field `parameters`: expected struct variant Parameters::Aead")
 		}
 		if err := p.IV.state.check("iv", expBase64); err != nil {
