@@ -21,10 +21,18 @@ import (
 	"github.com/warden-iot/warden/internal/atomicfile"
 )
 
+// notFound is ErrNotFound: its text is aziot's cause ("not found") and it
+// matches fs.ErrNotExist, so callers that know only the standard library
+// (the module host's cert store interface) recognise it.
+type notFound struct{}
+
+func (notFound) Error() string        { return "not found" }
+func (notFound) Is(target error) bool { return target == fs.ErrNotExist }
+
 // Errors of the store.
 var (
-	// ErrNotFound: no certificate with that ID.
-	ErrNotFound = errors.New("not found")
+	// ErrNotFound: no certificate with that ID. It matches fs.ErrNotExist.
+	ErrNotFound error = notFound{}
 	// ErrBundle: a preloaded bundle (a list of IDs) cannot be written or deleted.
 	ErrBundle = errors.New("the certificate is a preloaded bundle of other certificates and cannot be modified")
 	// ErrInvalidID: an ID the store cannot hold (empty or with a NUL byte).

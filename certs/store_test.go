@@ -100,3 +100,11 @@ func TestStore(t *testing.T) {
 		}
 	})
 }
+
+func TestErrNotFoundIsNotExist(t *testing.T) {
+	s, _ := OpenStore(t.TempDir(), nil, nil)
+	_, err := s.Get("x")
+	if !errors.Is(err, ErrNotFound) || !errors.Is(err, os.ErrNotExist) || ErrNotFound.Error() != "not found" {
+		t.Fatalf("%v", err)
+	}
+}
