@@ -34,7 +34,7 @@ test-go:
 
 ## bench: figures side by side with their in-process baselines, one run.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/ ./broker/keyd/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./conformance/
 
 ## fuzz: run every fuzz target for FUZZTIME each.

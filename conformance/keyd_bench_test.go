@@ -151,7 +151,7 @@ func BenchmarkKeydSign(b *testing.B) {
 // through keyd.sock beside SoftHSM called directly (miekg/pkcs11, one
 // logged-in session per goroutine), with the ratio printed.
 func BenchmarkKeydSoftHSMSign(b *testing.B) {
-	hsm := newSoftHSM(&testing.T{})
+	hsm := newSoftHSM(b)
 	os.Setenv("SOFTHSM2_CONF", hsm.conf) // read once, at C_Initialize, by both paths
 	sock := benchBroker(b, hsm.config())
 	ctx := context.Background()

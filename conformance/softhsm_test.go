@@ -23,7 +23,7 @@ var softhsmTokens atomic.Int64
 
 // newSoftHSM initialises a token with softhsm2-util in a temp SOFTHSM2_CONF.
 // Without SoftHSM2 the test fails in CI and is skipped elsewhere.
-func newSoftHSM(t *testing.T) *softHSM {
+func newSoftHSM(t testing.TB) *softHSM {
 	t.Helper()
 	_, libErr := os.Stat(softhsmLib)
 	_, toolErr := exec.LookPath("softhsm2-util")
@@ -33,7 +33,11 @@ func newSoftHSM(t *testing.T) *softHSM {
 		}
 		t.Skip("SoftHSM2 is not installed (apt-get install softhsm2)")
 	}
-	dir := newDir(t)
+	dir, err := os.MkdirTemp("", "warden-softhsm-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.Mkdir(tokens, 0o700); err != nil {
 		t.Fatal(err)

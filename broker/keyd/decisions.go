@@ -97,7 +97,9 @@ func (c *decisionCache) allowed(k decisionKey, now time.Time) bool {
 
 // remember records an allow decision made by revision rev at now.
 func (c *decisionCache) remember(k decisionKey, rev string, now time.Time) {
-	if rev != c.currentRevision() {
+	if c.revision == nil {
+		rev = "" // no revision to compare with: the TTL alone bounds reuse
+	} else if rev != c.revision() {
 		return // the policy changed while deciding
 	}
 	c.mu.Lock()

@@ -101,3 +101,22 @@ func TestDecisionCache(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionCacheWithoutRevision: without a revision source the TTL alone
+// bounds reuse.
+func TestDecisionCacheWithoutRevision(t *testing.T) {
+	cd := &countingDecider{revision: "r1"}
+	e := newEnvWith(t, Options{DecisionTTL: time.Minute}, func(d api.Decider) api.Decider {
+		cd.inner = d
+		return cd
+	})
+	h := e.importKey("k", bytes.Repeat([]byte{1}, 32))
+	sign := jsonBody(map[string]any{"keyHandle": h, "algorithm": "HMAC-SHA256", "parameters": map[string]any{"message": "AA=="}})
+	before := cd.calls.Load()
+	for range 3 {
+		check{200, ""}.verify(t, e.call(uidA, "", "POST", "/sign", sign))
+	}
+	if n := cd.calls.Load() - before; n != 1 {
+		t.Fatalf("%d policy decisions for three signatures, want 1", n)
+	}
+}
