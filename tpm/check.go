@@ -133,7 +133,7 @@ func vendor(tp transport.TPM) string {
 		case tpm2.TPMPTVendorString1, tpm2.TPMPTVendorString2, tpm2.TPMPTVendorString3, tpm2.TPMPTVendorString4:
 			vs.WriteString(strings.TrimRight(string(v[:]), "\x00"))
 		case tpm2.TPMPTFirmwareVersion1:
-			fw = fmt.Sprintf("%d.%d", p.Value>>16, p.Value&0xffff)
+			fw = fmt.Sprintf("%#08x", p.Value)
 		}
 	}
 	return fmt.Sprintf("manufacturer %q, vendor %q, firmware %s", manuf, strings.TrimSpace(vs.String()), fw)

@@ -178,6 +178,9 @@ func (t *TPM) connect() error {
 	if !t.tcti.resourceManaged(path) {
 		if err := flushLeftovers(tp, t.log); err != nil {
 			t.drop()
+			if errors.Is(err, ErrConnection) {
+				return fmt.Errorf("%w: %s does not answer TPM commands: %w", ErrNoTPM, t.tcti.where(), err)
+			}
 			return err
 		}
 	}
