@@ -22,6 +22,7 @@ import (
 	"github.com/warden-iot/warden/broker/control"
 	"github.com/warden-iot/warden/broker/identityd"
 	"github.com/warden-iot/warden/broker/keyd"
+	"github.com/warden-iot/warden/broker/tpmd"
 	"github.com/warden-iot/warden/capabilities"
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/hsm/pkcs11"
@@ -157,7 +158,7 @@ func (b *Broker) services() map[string]*api.Service {
 		"identityd": identityd.New(b.guard, b.log).Service(),
 		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
 		"certd":     {Name: "certd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
-		"tpmd":      {Name: "tpmd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
+		"tpmd":      tpmd.New(b.cfg.TPM, b.guard, b.log).Service(),
 	}
 }
 
