@@ -82,7 +82,8 @@ func Invoke(ctx context.Context, c Caller, h Handler, job json.RawMessage) (json
 func execute(ctx context.Context, h Handler, job json.RawMessage) (env Envelope) {
 	defer func() {
 		if r := recover(); r != nil {
-			env = Envelope{Error: &Error{Code: CodePanic, Message: fmt.Sprintf("panic: %v\n%s", r, debug.Stack())}}
+			fmt.Fprintf(os.Stderr, "panic: %v\n%s", r, debug.Stack())
+			env = Envelope{Error: &Error{Code: CodePanic, Message: fmt.Sprint(r)}}
 		}
 	}()
 	if len(job) == 0 {

@@ -1,0 +1,215 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warden-iot/warden/wasm-modules/guest"
+)
+
+func TestJobRoundTrip(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	res, err := f.h.Run(context.Background(), "probe", steps(
+		map[string]any{"op": "version"},
+		call(guest.OpLog, guest.LogRequest{Level: "warn", Msg: "hello from probe", Attrs: map[string]any{"n": 1}}),
+		call(guest.OpCertsPut, guest.CertPutRequest{CertID: "c1", PEM: "PEM"}),
+		call(guest.OpCertsGet, guest.CertRequest{CertID: "c1"}),
+		call(guest.OpCertsGet, guest.CertRequest{CertID: "missing"}),
+		call(guest.OpKeysSign, guest.SignRequest{KeyID: "k", Digest: []byte{1}}),
+		call("nope.nope", nil),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parseProbe(t, res)
+	if p.Version != "v1" || len(p.Steps) != 7 || res.HostCalls != 6 {
+		t.Fatalf("result %s, host calls %d", res.Output, res.HostCalls)
+	}
+	var cert guest.CertResponse
+	json.Unmarshal(p.Steps[3].Resp, &cert)
+	if cert.PEM != "PEM" {
+		t.Fatalf("certs.get = %s", p.Steps[3].Resp)
+	}
+	for i, code := range map[int]string{4: guest.CodeNotFound, 5: guest.CodeUnavailable, 6: guest.CodeInvalid} {
+		if e := p.Steps[i].Error; e == nil || e.Code != code {
+			t.Errorf("step %d error = %+v, want code %s", i, e, code)
+		}
+	}
+	if !strings.Contains(f.logs.String(), "hello from probe") || !strings.Contains(f.logs.String(), "attrs.n=1") {
+		t.Errorf("log line missing:\n%s", f.logs)
+	}
+	for _, in := range f.dec.inputs {
+		if in.Module == nil || in.Module.Name != "probe" || in.Module.Digest != "sha256:"+f.cfg.SHA256 || in.Action.Service != "modules" {
+			t.Errorf("decision input %+v", in)
+		}
+	}
+	if got := strings.Join(f.dec.ops(), ","); got != "certs.put cert:c1,certs.get cert:c1,certs.get cert:missing" {
+		t.Errorf("decisions = %s", got)
+	}
+	st, _ := f.h.Module("probe")
+	if st.Jobs != 1 || st.LastJob == nil || !st.LastJob.OK || st.LastJob.HostCalls != 6 || st.Digest != "sha256:"+f.cfg.SHA256 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestHostileModules runs each hostile behaviour, checks the job fails as
+// it should, and that the host then still runs a good job.
+func TestHostileModules(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) {
+		c.Limits = Limits{MemoryMB: 32, Timeout: time.Second, MaxHostCalls: 50, MaxOutputBytes: 4096, MaxLogBytes: 2048}
+	}, nil)
+	tests := []struct {
+		name string
+		job  []byte
+		kind error
+		code string // the module's error code, for ErrModuleError
+		msg  string
+	}{
+		{"infinite loop", steps(map[string]any{"op": "loop"}), ErrDeadline, "", "stopped after"},
+		{"memory bomb", steps(map[string]any{"op": "alloc"}), ErrMemoryLimit, "", "32 MiB cap"},
+		{"trap", steps(map[string]any{"op": "trap"}), ErrTrap, "", "out of bounds memory access"},
+		{"exit status", steps(map[string]any{"op": "exit", "n": 3}), ErrExit, "", "exit status 3"},
+		{"goroutine panic", steps(map[string]any{"op": "gopanic"}), ErrExit, "", "exit status 2"},
+		{"recovered panic", steps(map[string]any{"op": "panic"}), ErrModuleError, guest.CodePanic, "probe panic"},
+		{"module error", steps(map[string]any{"op": "fail"}), ErrModuleError, "probe_failed", "failed as asked"},
+		{"output bomb", steps(map[string]any{"op": "output", "n": 100000}), ErrOutputLimit, "", "4096 bytes"},
+		{"bad pointer", steps(map[string]any{"op": "badptr"}), ErrTrap, "", "outside the module's memory"},
+		{"host call flood", steps(map[string]any{"op": "spin"}), ErrHostCallLimit, "", "limit of 50"},
+		{"not JSON", []byte("{"), ErrModuleError, "bad_job", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := f.h.Run(context.Background(), "probe", tc.job)
+			if !errors.Is(err, tc.kind) {
+				t.Fatalf("err = %v, want %v", err, tc.kind)
+			}
+			var je *JobError
+			if !errors.As(err, &je) || je.Module != "probe" || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("err = %v, want a JobError mentioning %q", err, tc.msg)
+			}
+			if tc.code != "" {
+				var ge *guest.Error
+				if !errors.As(err, &ge) || ge.Code != tc.code {
+					t.Fatalf("err = %v, want module code %s", err, tc.code)
+				}
+			}
+			t.Logf("%v", err)
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("took %v", d)
+			}
+			res, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "version"}))
+			if err != nil || parseProbe(t, res).Version != "v1" {
+				t.Fatalf("the host does not serve after %s: %v", tc.name, err)
+			}
+		})
+	}
+	st, _ := f.h.Module("probe")
+	if st.Failures != uint64(len(tests)) || st.Running != 0 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+func TestDeadlineIsPrompt(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.Timeout = 300 * time.Millisecond }, nil)
+	start := time.Now()
+	_, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "loop"}))
+	if d := time.Since(start); !errors.Is(err, ErrDeadline) || d > 2*time.Second {
+		t.Fatalf("err = %v after %v", err, d)
+	}
+	// The caller's context bounds the job too.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = f.h.Run(ctx, "probe", steps(map[string]any{"op": "loop"}))
+	if !errors.Is(err, ErrDeadline) {
+		t.Fatalf("caller deadline: %v", err)
+	}
+	ctx, cancel = context.WithCancel(context.Background())
+	time.AfterFunc(50*time.Millisecond, cancel)
+	_, err = f.h.Run(ctx, "probe", steps(map[string]any{"op": "loop"}))
+	if !errors.Is(err, ErrCanceled) || Kind(err) != "canceled" {
+		t.Fatalf("caller cancel: %v", err)
+	}
+}
+
+func TestLogIsCapped(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.MaxLogBytes = 2000 }, nil)
+	if _, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "stderr", "n": 5000})); err != nil {
+		t.Fatal(err)
+	}
+	logs := f.logs.String()
+	n := strings.Count(logs, "probe stderr line")
+	if n == 0 || n > 100 || strings.Count(logs, "module log truncated") != 1 {
+		t.Fatalf("%d stderr lines logged:\n%.2000s", n, logs)
+	}
+}
+
+func TestClockSleep(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) {
+		c.Limits.Timeout = 2 * time.Second
+		c.Limits.MaxSleep = time.Second
+	}, nil)
+	start := time.Now()
+	res, err := f.h.Run(context.Background(), "probe", steps(
+		call(guest.OpClockSleep, guest.SleepRequest{Milliseconds: 100}),
+		call(guest.OpClockSleep, guest.SleepRequest{Milliseconds: 1500}),
+		call(guest.OpClockSleep, guest.SleepRequest{Milliseconds: 900}),
+		call(guest.OpClockSleep, guest.SleepRequest{Milliseconds: 1000}),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parseProbe(t, res)
+	if p.Steps[0].Error != nil {
+		t.Errorf("100 ms: %v", p.Steps[0].Error)
+	}
+	if e := p.Steps[1].Error; e == nil || e.Code != guest.CodeInvalid {
+		t.Errorf("over MaxSleep: %+v", e)
+	}
+	if p.Steps[2].Error != nil {
+		t.Errorf("900 ms: %v", p.Steps[2].Error)
+	}
+	if e := p.Steps[3].Error; e == nil || e.Code != guest.CodeDeadline {
+		t.Errorf("past the deadline: %+v", e)
+	}
+	if d := time.Since(start); d < time.Second || d > 1900*time.Millisecond {
+		t.Errorf("took %v, want the two sleeps only", d)
+	}
+}
+
+func TestUnknownAndClosed(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	if _, err := f.h.Run(context.Background(), "nope", nil); !errors.Is(err, ErrUnknownModule) {
+		t.Fatalf("unknown: %v", err)
+	}
+	f.h.Close(context.Background())
+	if _, err := f.h.Run(context.Background(), "probe", nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed: %v", err)
+	}
+	if err := f.h.Load(context.Background(), nil); !errors.Is(err, ErrClosed) {
+		t.Fatalf("load after close: %v", err)
+	}
+}
+
+func TestConcurrentJobs(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	errc := make(chan error, 8)
+	for range 8 {
+		go func() {
+			_, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "version"}, call(guest.OpLog, guest.LogRequest{Msg: "x"})))
+			errc <- err
+		}()
+	}
+	for range 8 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := f.h.Module("probe"); st.Jobs != 8 || st.Running != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
