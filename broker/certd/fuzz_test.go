@@ -1,0 +1,56 @@
+package certd
+
+import (
+	"encoding/json"
+	"net/http"
+	"testing"
+
+	"github.com/warden-iot/warden/certs"
+)
+
+// FuzzCertdRequest sends arbitrary bodies to C1 and C2 in-process, as root
+// (issuance runs: self-signed and local CA are configured) and as a uid
+// without a principal: never a panic, never a 500, and every error is
+// aziot's {"message": "…"} with a 4xx status.
+func FuzzCertdRequest(f *testing.F) {
+	e := newEnv(f, routesConfig)
+	selfKey, _ := e.keyPair("self")
+	good := csrPEM(f, selfKey, "self", certs.CSROptions{})
+	seeds := []string{
+		jsonBody(map[string]any{"certId": "self", "csr": good}),
+		jsonBody(map[string]any{"certId": "a-leaf", "csr": good}),
+		jsonBody(map[string]any{"certId": "x", "csr": good, "issuer": map[string]string{"certId": "self", "privateKeyHandle": "sr=e30=&sig="}}),
+		`{"certId":"x","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"}`,
+		`{"pem":"x"}`, `{"pem":null}`, `{"certId":"a\u0000b","csr":"y"}`, `{"issuer":[]}`,
+		`[]`, `null`, `"x"`, `{`, ``,
+	}
+	for i, s := range seeds {
+		f.Add(uint8(i), s)
+	}
+	routes := []struct{ method, target string }{
+		{"POST", "/certificates"},
+		{"PUT", "/certificates/a-fuzz"},
+		{"PUT", "/certificates/bundle"},
+	}
+	f.Fuzz(func(t *testing.T, sel uint8, body string) {
+		rt := routes[int(sel)%len(routes)]
+		uid := uint32(4242)
+		if sel&0x80 != 0 {
+			uid = root
+		}
+		r := e.call(uid, rt.method, rt.target, body)
+		switch {
+		case r.status == http.StatusCreated:
+			return
+		case r.status < 400 || r.status >= 500:
+			t.Fatalf("%s %s %q as %d: status %d %s", rt.method, rt.target, body, uid, r.status, r.body)
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(r.body), &m); err != nil || len(m) != 1 {
+			t.Fatalf("%s %s %q: error body %s is not {\"message\"}", rt.method, rt.target, body, r.body)
+		}
+		if msg, ok := m["message"].(string); !ok || msg == "" {
+			t.Fatalf("%s %s %q: empty message: %s", rt.method, rt.target, body, r.body)
+		}
+	})
+}
