@@ -151,7 +151,10 @@ func TestRenewESTIdentity(t *testing.T) {
 	if want := old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2); !at.Equal(want) {
 		t.Fatalf("scheduled at %s, want %s", at, want)
 	}
-	waitFor(t, 10*time.Second, "the renewal", func() bool { l, err := e.server.leaf("est-id"); return err == nil && l.SerialNumber.Cmp(old.SerialNumber) != 0 })
+	waitFor(t, 10*time.Second, "the renewal", func() bool {
+		l, err := e.server.leaf("est-id")
+		return err == nil && l.SerialNumber.Cmp(old.SerialNumber) != 0
+	})
 	renewed, _ := e.server.leaf("est-id")
 	job := f.lastJob()
 	switch {
