@@ -41,7 +41,7 @@ func (t *TPM) Check(ctx context.Context) []Finding {
 		add(LevelError, "tcti", "%v", t.tctiErr)
 		return out
 	}
-	err := t.do(ctx, "check", func(tp transport.TPM) error {
+	err := t.do(ctx, "connect", func(tp transport.TPM) error {
 		add(LevelOK, "connection", "%s answers (%s)", t.tcti.where(), vendor(tp))
 		for _, h := range []struct {
 			name   string

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 )
@@ -17,6 +18,7 @@ commands:
   token revoke (--id ID | --token T)
   token introspect --token T
   health                                ask wardend whether it is serving
+  check [-c FILE] [-timeout D] [tpm]    check the devices the configuration names (exit 1 on a problem)
 
 Commands that talk to wardend find broker.sock from -c FILE (default
 /etc/warden/config.toml), or take --socket PATH. A token argument "-" or
@@ -42,11 +44,16 @@ func run(args []string) int {
 		err = tokenCmd(rest)
 	case "health":
 		err = healthCmd(rest)
+	case "check":
+		err = checkCmd(rest)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
 	default:
 		err = usageErr("unknown command %q", cmd)
+	}
+	if errors.Is(err, errCheckFailed) {
+		return 1
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wardenctl:", err)
