@@ -1,7 +1,11 @@
 package conformance
 
 import (
+	"context"
+	"errors"
 	"testing"
+
+	"github.com/warden-iot/warden/client/keyd"
 )
 
 // TestKeydAuthorization: over the socket, as other uids. ID routes need uid
@@ -78,4 +82,34 @@ func TestKeydAuthorization(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestKeydClientToken: client/keyd sends a capability token; the token
+// confines the caller (here root) to the keys it names.
+func TestKeydClientToken(t *testing.T) {
+	k := startKeyd(t, keydBackends[0], "")
+	c := keyd.New(k.recordingSocket())
+	defer c.Close()
+	ctx := context.Background()
+	mine, err := c.CreateKey(ctx, "tok-1", "sign")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := c.CreateKey(ctx, "tok-2", "sign")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := decodeMinted(t, do(t, k.d.post("/tokens", map[string]any{"capabilities": caps("key:tok-1", "sign")}, nil)))
+	tc := c.WithToken(tok.Token)
+	if _, err := tc.Sign(ctx, mine, keyd.HMACSHA256, []byte("m")); err != nil {
+		t.Fatalf("sign with the token's key: %v", err)
+	}
+	_, err = tc.Sign(ctx, other, keyd.HMACSHA256, []byte("m"))
+	var ce *keyd.Error
+	if !errors.As(err, &ce) || ce.Status != 401 || ce.Message != "user 0 is not authorized to access the key tok-2" {
+		t.Fatalf("sign with another key: %v, want 401 naming tok-2", err)
+	}
+	if _, err := c.Sign(ctx, other, keyd.HMACSHA256, []byte("m")); err != nil {
+		t.Fatalf("without the token: %v", err)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -48,33 +49,15 @@ func benchBroker(b *testing.B, extra string) string {
 	kc := keyd.New(sock)
 	defer kc.Close()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := kc.LoadKey(ctx, "ready-probe"); err != nil {
-			if _, ok := err.(interface{ Unwrap() error }); ok && time.Now().Before(deadline) {
-				var ce *keyd.Error
-				if asError(err, &ce) {
-					break
-				}
-				continue
-			}
+		_, err := kc.LoadKey(ctx, "ready-probe")
+		var ce *keyd.Error
+		if errors.As(err, &ce) && ce.Status == 400 {
+			return sock // keyd answers (the probe key does not exist)
+		}
+		if time.Now().After(deadline) {
 			b.Fatalf("keyd not ready: %v", err)
 		}
 	}
-	return sock
-}
-
-func asError(err error, target **keyd.Error) bool {
-	for err != nil {
-		if e, ok := err.(*keyd.Error); ok {
-			*target = e
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 // rateRun runs f as sub-benchmark name and returns operations per second.
