@@ -60,6 +60,13 @@ func benchBroker(b *testing.B, extra string) string {
 	}
 }
 
+// printRatio prints format with a, b and a/b when both sub-benchmarks ran.
+func printRatio(format string, a, b float64) {
+	if a > 0 && b > 0 {
+		fmt.Printf(format, a, b, a/b)
+	}
+}
+
 // rateRun runs f as sub-benchmark name and returns operations per second.
 func rateRun(b *testing.B, name string, f func(b *testing.B)) float64 {
 	var rate float64
@@ -124,8 +131,7 @@ func BenchmarkKeydSign(b *testing.B) {
 			inRate := rateRun(b, fmt.Sprintf("%s/clients=%d/inprocess", op.name, clients), func(b *testing.B) {
 				parallel(b, clients, op.inproc)
 			})
-			fmt.Printf("keyd.sock %s sign, %d client(s): socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n",
-				op.name, clients, sockRate, inRate, sockRate/inRate)
+			printRatio(fmt.Sprintf("keyd.sock %s sign, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, clients), sockRate, inRate)
 		}
 	}
 }
@@ -186,8 +192,7 @@ func BenchmarkKeydSoftHSMSign(b *testing.B) {
 				return err
 			})
 		})
-		fmt.Printf("SoftHSM ECDSA P-256 sign, %d client(s): through keyd.sock %.0f/s, SoftHSM direct %.0f/s, ratio %.3f\n",
-			clients, sockRate, directRate, sockRate/directRate)
+		printRatio(fmt.Sprintf("SoftHSM ECDSA P-256 sign, %d client(s): through keyd.sock %%.0f/s, SoftHSM direct %%.0f/s, ratio %%.3f\n", clients), sockRate, directRate)
 	}
 }
 
