@@ -198,15 +198,17 @@ func missingField(name string) *api.Error {
 
 // problems are the TPM errors an operator can fix, with the tag the log
 // gives them.
+// give them; checkable ones are also diagnosed by `wardenctl check tpm`.
 var problems = []struct {
-	err error
-	tag string
+	err       error
+	tag       string
+	checkable bool
 }{
-	{tpm.ErrNoTPM, "no_tpm"},
-	{tpm.ErrHierarchyAuth, "hierarchy_auth"},
-	{tpm.ErrHandleOccupied, "handle_occupied"},
-	{tpm.ErrNoAuthKey, "no_auth_key"},
-	{tpm.ErrBadBlob, "bad_blob"},
+	{tpm.ErrNoTPM, "no_tpm", true},
+	{tpm.ErrHierarchyAuth, "hierarchy_auth", true},
+	{tpm.ErrHandleOccupied, "handle_occupied", true},
+	{tpm.ErrNoAuthKey, "no_auth_key", true},
+	{tpm.ErrBadBlob, "bad_blob", false},
 }
 
 // fail logs a TPM failure with its decoded cause and answers aziot's 500.
@@ -218,7 +220,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, what string, err e
 	}
 	for _, p := range problems {
 		if errors.Is(err, p.err) {
-			attrs = append(attrs, "problem", p.tag, "check", "wardenctl check tpm")
+			attrs = append(attrs, "problem", p.tag)
+			if p.checkable {
+				attrs = append(attrs, "check", "wardenctl check tpm")
+			}
 			break
 		}
 	}
