@@ -197,8 +197,7 @@ func missingField(name string) *api.Error {
 }
 
 // problems are the TPM errors an operator can fix, with the tag the log
-// gives them.
-// give them; checkable ones are also diagnosed by `wardenctl check tpm`.
+// gives them; checkable ones are also diagnosed by `wardenctl check tpm`.
 var problems = []struct {
 	err       error
 	tag       string
