@@ -93,9 +93,11 @@ func TestEnroll(t *testing.T) {
 			wantCode: estjob.CodeDeferred,
 		},
 		{
-			name:  "Retry-After as an HTTP date",
-			setup: func(s *fakeServer, h *fakeHost) { s.deferN, s.retryAfter = 1, time.Now().Add(3*time.Second).UTC().Format(timeFormat) },
-			job:   estjob.Job{Op: estjob.OpEnroll, URL: base, CSR: csr, MaxWaitSeconds: 10},
+			name: "Retry-After as an HTTP date",
+			setup: func(s *fakeServer, h *fakeHost) {
+				s.deferN, s.retryAfter = 1, time.Now().Add(3*time.Second).UTC().Format(timeFormat)
+			},
+			job: estjob.Job{Op: estjob.OpEnroll, URL: base, CSR: csr, MaxWaitSeconds: 10},
 			check: func(t *testing.T, res *estjob.Result, s *fakeServer, h *fakeHost) {
 				if len(h.sleeps) != 1 || h.sleeps[0] < time.Second || h.sleeps[0] > 3*time.Second {
 					t.Fatalf("sleeps %v", h.sleeps)
