@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/certd"
 	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/broker/control"
 	"github.com/warden-iot/warden/broker/identityd"
@@ -40,6 +41,7 @@ type Broker struct {
 	tokens  *capabilities.Authority
 	guard   *api.Guard
 	keys    *hsm.Keys
+	certd   *certd.Server
 	servers []*server
 
 	mu  sync.Mutex
@@ -95,6 +97,10 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 	}
 	b.guard = api.NewGuard(b.tokens, b.engine, logger, nil)
 	b.guard.SetPrincipalNames(principalNames(cfg))
+	b.certd, err = certd.New(cfg, b.keys, hsm.NewHandles(b.keys), b.guard, certd.Options{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
 	if err := b.listen(cfg); err != nil {
 		return nil, err
 	}
@@ -114,7 +120,7 @@ func (b *Broker) openKeys(ctx context.Context, cfg *config.Config, logger *slog.
 		HomeDir:        home,
 		PKCS11LibPath:  cfg.AziotKeys["pkcs11_lib_path"],
 		PKCS11BaseSlot: cfg.AziotKeys["pkcs11_base_slot"],
-		Preloaded:      cfg.PreloadedKeys,
+		Preloaded:      certd.PreloadedKeys(cfg), // [preloaded_keys] + keys the cert settings name by URI
 		OpenPKCS11:     openPKCS11,
 		Logger:         logger,
 	})
@@ -146,7 +152,6 @@ func openPKCS11(libPath string, logger *slog.Logger) (hsm.PKCS11Backend, error) 
 // been built yet still answer with the shared framework (api-version, 404).
 func (b *Broker) services() map[string]*api.Service {
 	ctl := control.New(b.tokens, b.guard, b.log, b.engine.Revision)
-	mw := []func(http.Handler) http.Handler{b.guard.Authenticate}
 	// keyd reuses allow decisions of handle operations for a second, unless
 	// every decision must reach the decision log.
 	keydOpts := keyd.Options{DecisionTTL: time.Second, PolicyRevision: b.engine.Revision}
@@ -157,7 +162,7 @@ func (b *Broker) services() map[string]*api.Service {
 		"broker":    ctl.Service(),
 		"identityd": identityd.New(b.guard, b.log).Service(),
 		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
-		"certd":     {Name: "certd", Versions: []string{"2020-09-01"}, Middleware: mw, Logger: b.log},
+		"certd":     b.certd.Service(),
 		"tpmd":      tpmd.New(b.cfg.TPM, b.guard, b.log).Service(),
 	}
 }
@@ -222,6 +227,7 @@ func (b *Broker) Serve(ctx context.Context) error {
 			}
 		}()
 	}
+	go b.certd.Run(watchCtx) // certificate renewals
 	errc := make(chan error, len(b.servers))
 	for _, s := range b.servers {
 		go func() {
@@ -284,6 +290,7 @@ func (b *Broker) Reload(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	b.guard.SetPrincipalNames(principalNames(cfg))
+	b.certd.Reload(cfg)
 	for _, s := range b.servers {
 		s.listener.SetMaxRequests(cfg.MaxRequests(s.name))
 	}
