@@ -62,6 +62,13 @@ func wasmOf(t testing.TB, name string) string {
 	return filepath.Join(buildDir, name+".wasm")
 }
 
+// sharedCache is a compilation cache directory shared by the tests that do
+// not test the cache, so that each module is compiled once per run.
+func sharedCache(t testing.TB) string {
+	wasmOf(t, "probe")
+	return filepath.Join(buildDir, "cache")
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if buildDir != "" {
@@ -151,7 +158,7 @@ func newFixture(t testing.TB, mod func(*ModuleConfig), opt func(*Options)) *fixt
 	path, sum := copyModule(t, wasmOf(t, "probe"), dir, "probe.wasm")
 	f := &fixture{dir: dir, path: path, dec: &decider{deny: map[string]bool{}}, logs: &syncBuffer{}}
 	opts := Options{
-		CacheDir: filepath.Join(dir, "cache"),
+		CacheDir: sharedCache(t),
 		Decider:  f.dec,
 		Logger:   slog.New(slog.NewTextHandler(io.MultiWriter(f.logs), &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Certs:    memCerts{},
