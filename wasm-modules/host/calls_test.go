@@ -52,7 +52,9 @@ func newPKI(t *testing.T) *pki {
 		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	caDER, _ := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	ca, _ := x509.ParseCertificate(caDER)
-	pemOf := func(der []byte) string { return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})) }
+	pemOf := func(der []byte) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
 
 	srvKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	srvDER, _ := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "server"},
@@ -257,7 +259,9 @@ func TestNoDeciderDenies(t *testing.T) {
 // fakeTPM answers the TPM host calls.
 type fakeTPM struct{ imported []byte }
 
-func (f *fakeTPM) Keys(context.Context) ([]byte, []byte, error) { return []byte("ek"), []byte("srk"), nil }
+func (f *fakeTPM) Keys(context.Context) ([]byte, []byte, error) {
+	return []byte("ek"), []byte("srk"), nil
+}
 func (f *fakeTPM) ImportAuthKey(_ context.Context, b []byte) error {
 	f.imported = b
 	return nil
