@@ -50,10 +50,19 @@ type Server struct {
 	log   *slog.Logger
 }
 
-// New returns the TPM service for the [tpm] configuration. It does not
-// touch the TPM: the first request connects, so wardend starts on machines
-// without one. An invalid tcti is logged now and fails every request.
+// New returns the TPM service for the [tpm] configuration over a TPM of
+// its own (OpenTPM). A broker with other users of the TPM (the WASM host's
+// tpm.* calls) should open one with OpenTPM and give it to NewWithTPM and
+// to them: a single-client TPM (swtpm, /dev/tpm0) serves one connection at
+// a time.
 func New(cfg config.TPM, guard *api.Guard, logger *slog.Logger) *Server {
+	return NewWithTPM(OpenTPM(cfg, logger), guard, logger)
+}
+
+// OpenTPM returns the TPM of the [tpm] configuration. It does not touch the
+// TPM: the first operation connects, so wardend starts on machines without
+// one. An invalid tcti is logged now and fails every operation.
+func OpenTPM(cfg config.TPM, logger *slog.Logger) *tpm.TPM {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -65,10 +74,13 @@ func New(cfg config.TPM, guard *api.Guard, logger *slog.Logger) *Server {
 		Logger:          logger,
 	})
 	if _, err := t.TCTI(); err != nil {
-		logger.Error("tpmd: [tpm] tcti is invalid; every tpmd request will fail until it is fixed", "err", err)
+		logger.Error("tpm: [tpm] tcti is invalid; every TPM operation will fail until it is fixed", "err", err)
 	}
-	return NewWithTPM(t, guard, logger)
+	return t
 }
+
+// TPM returns the TPM the service uses.
+func (s *Server) TPM() TPM { return s.tpm }
 
 // NewWithTPM returns the TPM service over t.
 func NewWithTPM(t TPM, guard *api.Guard, logger *slog.Logger) *Server {
