@@ -257,9 +257,14 @@ type Module struct {
 	Path string `toml:"path,required"`
 	// SHA256 (sha256) is the hex SHA-256 digest the file must have.
 	SHA256 string `toml:"sha256,omitempty"`
-	// Signature (signature) is the module's Ed25519 signature (a path or
-	// the encoded signature, as the module host defines it).
+	// Signature (signature) is the detached Ed25519 signature of the whole
+	// file: base64 of its 64 bytes, or the absolute path of a file that
+	// holds them (raw or base64). It needs TrustedKeys.
 	Signature string `toml:"signature,omitempty"`
+	// TrustedKeys (trusted_keys) are the Ed25519 public keys a signature
+	// may be made by: each base64 of the 32-byte key, PEM text, or the
+	// absolute path of a PEM ("PUBLIC KEY") or raw key file.
+	TrustedKeys []string `toml:"trusted_keys,omitempty"`
 	// MemoryLimitMB (memory_limit_mb) caps the instance's memory; 0 means
 	// the host's default.
 	MemoryLimitMB int `toml:"memory_limit_mb,omitempty"`
@@ -268,4 +273,10 @@ type Module struct {
 	Timeout Duration `toml:"timeout,omitempty"`
 	// Egress (egress) lists the host[:port] the module may reach.
 	Egress []string `toml:"egress,omitempty"`
+	// MaxHostCalls (max_host_calls) caps the host calls of one job; 0
+	// means the host's default.
+	MaxHostCalls int `toml:"max_host_calls,omitempty"`
+	// MaxOutputBytes (max_output_bytes) caps the result of one job; 0
+	// means the host's default.
+	MaxOutputBytes int `toml:"max_output_bytes,omitempty"`
 }

@@ -153,8 +153,12 @@ func TestGolden(t *testing.T) {
 				t.Errorf("%+v %+v", w.Policy, w.Tokens)
 			}
 			dps := w.Modules["dps"]
-			if dps.Timeout.Duration != 2*time.Minute || dps.MemoryLimitMB != 64 || len(dps.Egress) != 2 {
+			if dps.Timeout.Duration != 2*time.Minute || dps.MemoryLimitMB != 64 || len(dps.Egress) != 2 ||
+				dps.MaxHostCalls != 500 || dps.MaxOutputBytes != 65536 {
 				t.Errorf("dps %+v", dps)
+			}
+			if est := w.Modules["est"]; len(est.TrustedKeys) != 2 {
+				t.Errorf("est %+v", est)
 			}
 		},
 	}

@@ -1,7 +1,10 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -505,6 +508,21 @@ func (v *validator) module(p keyPath, name string, m Module) {
 	if m.SHA256 == "" && m.Signature == "" {
 		v.addf(p, "a module needs sha256 or signature (or both) to pin its integrity")
 	}
+	if m.Signature != "" {
+		v.check(p.k("signature"), checkModuleBlob(m.Signature, "a 64-byte Ed25519 signature", ed25519.SignatureSize, false))
+		if len(m.TrustedKeys) == 0 {
+			v.addf(p.k("trusted_keys"), "signature needs trusted_keys, the public keys that may sign the module")
+		}
+	}
+	for i, k := range m.TrustedKeys {
+		v.check(p.k("trusted_keys").i(i), checkModuleBlob(k, "a 32-byte Ed25519 public key", ed25519.PublicKeySize, true))
+	}
+	if m.MaxHostCalls < 0 {
+		v.addf(p.k("max_host_calls"), "must not be negative")
+	}
+	if m.MaxOutputBytes < 0 {
+		v.addf(p.k("max_output_bytes"), "must not be negative")
+	}
 	if m.MemoryLimitMB < 0 || m.MemoryLimitMB > maxModuleMemoryMB {
 		v.addf(p.k("memory_limit_mb"), "must be 0..%d, not %d", maxModuleMemoryMB, m.MemoryLimitMB)
 	}
@@ -514,6 +532,28 @@ func (v *validator) module(p keyPath, name string, m Module) {
 	for i, e := range m.Egress {
 		v.check(p.k("egress").i(i), checkEgress(e))
 	}
+}
+
+// checkModuleBlob accepts base64 (any alphabet, padded or not) of n bytes,
+// an absolute path (read by the module host), or, when pemOK, PEM text.
+func checkModuleBlob(s, what string, n int, pemOK bool) error {
+	s = strings.TrimSpace(s)
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == n {
+			return nil
+		}
+	}
+	if filepath.IsAbs(s) && !strings.ContainsRune(s, 0) {
+		return nil
+	}
+	if pemOK && strings.HasPrefix(s, "-----BEGIN") {
+		return nil
+	}
+	alt := "an absolute path"
+	if pemOK {
+		alt += ", or PEM"
+	}
+	return fmt.Errorf("want base64 of %s or %s", what, alt)
 }
 
 // absPath checks that s is an absolute path; empty is an error only
