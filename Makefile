@@ -6,7 +6,7 @@ BIN     := $(CURDIR)/bin
 OPA_VERSION := v1.22.3
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build deps test test-go test-rego bench run fmt vet fuzz clean
+.PHONY: all build deps test test-go test-rego bench run fmt vet fuzz clean estserver
 
 all: build
 
@@ -36,6 +36,12 @@ test-go:
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/ ./broker/keyd/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./conformance/
+	$(GO) test -run '^$$' -bench ESTEnroll -benchtime 3s ./wasm-modules/est/
+
+## estserver: the EST test peer (separate tools/ module pinning GlobalSign
+## est v1.0.7) into bin/; the tests also build it on demand.
+estserver:
+	cd tools && GOWORK=off $(GO) build -o $(BIN)/estserver ./estserver
 
 ## fuzz: run every fuzz target for FUZZTIME each.
 FUZZTIME ?= 20s
