@@ -218,15 +218,11 @@ func (t *TPM) SignWithAuthKey(ctx context.Context, data []byte) ([]byte, error) 
 			}
 			t.authKeyName = &obj.name
 		}
-		key := tpm2.AuthHandle{Handle: t.authKey, Name: *t.authKeyName, Auth: tpm2.PasswordAuth(nil)}
 		var err error
 		if len(data) <= maxHMACBuffer {
-			var rsp *tpm2.HmacResponse
-			rsp, err = tpm2.Hmac{Handle: key, Buffer: tpm2.TPM2BMaxBuffer{Buffer: data}, HashAlg: tpm2.TPMAlgSHA256}.Execute(tp)
-			if err = cmdErr("TPM2_HMAC", err); err == nil {
-				mac = rsp.OutHMAC.Buffer
-			}
+			mac, err = hmac(tp, t.authKey, data)
 		} else {
+			key := tpm2.AuthHandle{Handle: t.authKey, Name: *t.authKeyName, Auth: tpm2.PasswordAuth(nil)}
 			mac, err = t.hmacSequence(tp, key, data)
 		}
 		if err != nil {
