@@ -9,10 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -28,6 +30,7 @@ import (
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/hsm/pkcs11"
 	"github.com/warden-iot/warden/policy"
+	"github.com/warden-iot/warden/wasm-modules/host"
 )
 
 // TokenKeyID is the key-store ID of the key that signs capability tokens.
@@ -42,6 +45,7 @@ type Broker struct {
 	guard   *api.Guard
 	keys    *hsm.Keys
 	certd   *certd.Server
+	modules *host.Host
 	servers []*server
 
 	mu  sync.Mutex
@@ -101,6 +105,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 	if err != nil {
 		return nil, err
 	}
+	if err := b.openModules(ctx, cfg); err != nil {
+		return nil, err
+	}
 	if err := b.listen(cfg); err != nil {
 		return nil, err
 	}
@@ -152,6 +159,8 @@ func openPKCS11(libPath string, logger *slog.Logger) (hsm.PKCS11Backend, error) 
 // been built yet still answer with the shared framework (api-version, 404).
 func (b *Broker) services() map[string]*api.Service {
 	ctl := control.New(b.tokens, b.guard, b.log, b.engine.Revision)
+	ctlSvc := ctl.Service()
+	ctlSvc.Routes = append(ctlSvc.Routes, ctl.ModuleRoutes(b.modules)...)
 	// keyd reuses allow decisions of handle operations for a second, unless
 	// every decision must reach the decision log.
 	keydOpts := keyd.Options{DecisionTTL: time.Second, PolicyRevision: b.engine.Revision}
@@ -159,7 +168,7 @@ func (b *Broker) services() map[string]*api.Service {
 		keydOpts.DecisionTTL = 0
 	}
 	return map[string]*api.Service{
-		"broker":    ctl.Service(),
+		"broker":    ctlSvc,
 		"identityd": identityd.New(b.guard, b.log).Service(),
 		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
 		"certd":     b.certd.Service(),
@@ -257,6 +266,9 @@ func (b *Broker) close() {
 	for _, s := range b.servers {
 		s.listener.Close()
 	}
+	if b.modules != nil {
+		b.modules.Close(context.Background())
+	}
 	if b.dlog != nil {
 		b.dlog.Close()
 	}
@@ -291,6 +303,9 @@ func (b *Broker) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	b.guard.SetPrincipalNames(principalNames(cfg))
 	b.certd.Reload(cfg)
+	if err := b.modules.Load(ctx, moduleConfigs(cfg)); err != nil {
+		b.log.Error("reload: modules refused", "err", err)
+	}
 	for _, s := range b.servers {
 		s.listener.SetMaxRequests(cfg.MaxRequests(s.name))
 	}
@@ -331,3 +346,45 @@ func (b *Broker) Handler(socket string) http.Handler {
 	}
 	return nil
 }
+
+// openModules starts the WASM module host (compilation cache under
+// <state_dir>/module-cache; host calls decided by the policy as the broker
+// itself) and loads [warden.modules]. A module that is refused is logged
+// and its jobs fail; the broker serves regardless. certd runs EST jobs in
+// the module named "est".
+func (b *Broker) openModules(ctx context.Context, cfg *config.Config) error {
+	exe, _ := os.Executable()
+	h, err := host.New(host.Options{
+		CacheDir: filepath.Join(cfg.Warden.StateDir, "module-cache"),
+		Keys:     b.keys,
+		Certs:    b.certd.ModuleCerts(),
+		Decider:  b.engine,
+		Caller:   policy.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid()), Exe: exe},
+		Logger:   b.log,
+	})
+	if err != nil {
+		return err
+	}
+	b.modules = h
+	if err := h.Load(ctx, moduleConfigs(cfg)); err != nil {
+		b.log.Error("modules refused; wardend serves without them", "err", err)
+	}
+	b.certd.SetEST(certd.ModuleRunner{Host: h})
+	return nil
+}
+
+// moduleConfigs maps [warden.modules.<name>] to the module host's configs.
+func moduleConfigs(cfg *config.Config) []host.ModuleConfig {
+	out := make([]host.ModuleConfig, 0, len(cfg.Warden.Modules))
+	for _, name := range slices.Sorted(maps.Keys(cfg.Warden.Modules)) {
+		m := cfg.Warden.Modules[name]
+		out = append(out, host.ModuleConfig{
+			Name: name, Path: m.Path, SHA256: m.SHA256, Signature: m.Signature, TrustedKeys: m.TrustedKeys, Egress: m.Egress,
+			Limits: host.Limits{MemoryMB: m.MemoryLimitMB, Timeout: m.Timeout.Duration, MaxHostCalls: m.MaxHostCalls, MaxOutputBytes: m.MaxOutputBytes},
+		})
+	}
+	return out
+}
+
+// Modules returns the broker's module host (for tests and benchmarks).
+func (b *Broker) Modules() *host.Host { return b.modules }
