@@ -227,6 +227,11 @@ func (t *TPM) SignWithAuthKey(ctx context.Context, data []byte) ([]byte, error) 
 		}
 		if err != nil {
 			t.authKeyName = nil // read the key again next time
+			if errors.Is(err, tpm2.TPMRCHandle) {
+				if obj, rerr := t.readAuthKey(tp); rerr == nil && obj == nil {
+					err = fmt.Errorf("%w: nothing at %#x (evicted by another tool?); DPS provisioning imports it (T2): %w", ErrNoAuthKey, uint32(t.authKey), err)
+				}
+			}
 		}
 		return err
 	})

@@ -329,3 +329,21 @@ func TestCorruptedBlob(t *testing.T) {
 		})
 	}
 }
+
+// TestKeyEvictedUnderneath: when another tool evicts the auth key, the
+// next signature says there is no auth key.
+func TestKeyEvictedUnderneath(t *testing.T) {
+	sw := swtpmtest.Start(t, swtpmtest.Options{})
+	tp := open(t, sw, tpm.Options{IdleTimeout: 50 * time.Millisecond})
+	a := activate(t, tp)
+	if err := tp.ImportAuthKey(context.Background(), a.Blob); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tp.SignWithAuthKey(context.Background(), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	sw.Tool("tpm2_evictcontrol", "-C", "o", "-c", "0x81000100")
+	if _, err := tp.SignWithAuthKey(context.Background(), []byte("x")); !errors.Is(err, tpm.ErrNoAuthKey) {
+		t.Fatalf("err = %v, want ErrNoAuthKey", err)
+	}
+}
