@@ -18,6 +18,9 @@ commands:
   token revoke (--id ID | --token T)
   token introspect --token T
   health                                ask wardend whether it is serving
+  modules list [--json]                 the WASM modules: digest, signature, last job
+  modules reload [--json]               re-read and re-verify the module files (exit 1 if one is refused)
+  modules run NAME [--job JSON|FILE|-]  run one job of a module and print its outcome (exit 1 if it failed)
   check [-c FILE] [-timeout D] [tpm]    check the devices the configuration names (exit 1 on a problem)
 
 Commands that talk to wardend find broker.sock from -c FILE (default
@@ -46,13 +49,15 @@ func run(args []string) int {
 		err = healthCmd(rest)
 	case "check":
 		err = checkCmd(rest)
+	case "modules":
+		err = modulesCmd(rest)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
 	default:
 		err = usageErr("unknown command %q", cmd)
 	}
-	if errors.Is(err, errCheckFailed) {
+	if errors.Is(err, errCheckFailed) || errors.Is(err, errModulesRefused) {
 		return 1
 	}
 	if err != nil {
