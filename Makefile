@@ -6,12 +6,24 @@ BIN     := $(CURDIR)/bin
 OPA_VERSION := v1.22.3
 export GOFLAGS := -buildvcs=false
 
-.PHONY: all build deps test test-go test-rego bench run fmt vet fuzz clean estserver
+.PHONY: all build deps test test-go test-rego bench run fmt vet fuzz clean estserver modules
 
 all: build
 
-build:
+build: modules
 	$(GO) build -o $(BIN)/ ./cmd/...
+
+## modules: every WASM module (wasm-modules/<name>/, package main) as a WASI
+## command, GOOS=wasip1 GOARCH=wasm, into bin/modules/<name>.wasm. Not
+## -buildmode=c-shared: the host runs one job per instance through _start
+## (docs/modules.md). -trimpath makes the digest reproducible.
+modules:
+	@mkdir -p $(BIN)/modules
+	@for d in $$(GOOS=wasip1 GOARCH=wasm $(GO) list -e -f '{{if eq .Name "main"}}{{.Dir}}{{end}}' ./wasm-modules/*/); do \
+		n=$$(basename $$d); \
+		GOOS=wasip1 GOARCH=wasm $(GO) build -trimpath -o $(BIN)/modules/$$n.wasm $$d || exit 1; \
+		echo "module $$n: $$(sha256sum $(BIN)/modules/$$n.wasm | cut -d' ' -f1)"; \
+	done
 
 ## deps: install the tools and peers the tests need (idempotent).
 deps:
@@ -23,7 +35,7 @@ vet:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-test: deps build vet test-rego test-go
+test: deps build modules vet test-rego test-go
 
 ## test-rego: the default policy's Rego tests under the standard opa CLI, unchanged.
 test-rego:
@@ -37,6 +49,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/ ./broker/keyd/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./conformance/
 	$(GO) test -run '^$$' -bench ESTEnroll -benchtime 3s ./wasm-modules/est/
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./wasm-modules/host/
 
 ## estserver: the EST test peer (separate tools/ module pinning GlobalSign
 ## est v1.0.7) into bin/; the tests also build it on demand.
