@@ -57,8 +57,17 @@ func modulesCmd(args []string) error {
 	default:
 		return usageErr("modules: unknown subcommand %q", sub)
 	}
+	var name string
+	if sub == "run" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:] // modules run NAME [flags]
+	}
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
+	}
+	if sub == "run" && name == "" && fs.NArg() == 1 {
+		name = fs.Arg(0) // modules run [flags] NAME
+	} else if sub == "run" && (name == "" || fs.NArg() != 0) {
+		return usageErr("modules run: want the module's name")
 	}
 	c, err := dial()
 	if err != nil {
@@ -93,9 +102,6 @@ func modulesCmd(args []string) error {
 		}
 		return nil
 	}
-	if fs.NArg() != 1 {
-		return usageErr("modules run: want the module's name")
-	}
 	var body any
 	if job != "" {
 		b, err := jobArg(job)
@@ -111,7 +117,7 @@ func modulesCmd(args []string) error {
 		OK bool `json:"ok"`
 	}
 	var raw json.RawMessage
-	if err := c.Do(ctx, http.MethodPost, "/modules/"+url.PathEscape(fs.Arg(0))+"/run", body, &raw); err != nil {
+	if err := c.Do(ctx, http.MethodPost, "/modules/"+url.PathEscape(name)+"/run", body, &raw); err != nil {
 		return err
 	}
 	json.Unmarshal(raw, &out)
