@@ -249,8 +249,9 @@ type TPMSignResponse struct {
 // SleepRequest is the request of clock.sleep.
 type SleepRequest struct {
 	// Milliseconds to sleep. The host refuses, without sleeping, a sleep
-	// longer than its maximum or one that would outlast the job's deadline
-	// (CodeDeadline), so a module can return before it is stopped.
+	// longer than its maximum (CodeInvalid) or one that would outlast the
+	// job's deadline (CodeDeadline), so a module can return before it is
+	// stopped.
 	Milliseconds int64 `json:"ms"`
 }
 

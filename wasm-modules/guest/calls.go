@@ -182,9 +182,10 @@ func TPMSign(ctx context.Context, data []byte) ([]byte, error) {
 	return resp.Digest, nil
 }
 
-// Sleep waits d on the host (clock.sleep). It fails with CodeDeadline,
-// without sleeping, when d would outlast the job's deadline or exceeds the
-// host's longest sleep; Sleep never waits past ctx.
+// Sleep waits d on the host (clock.sleep). It fails without sleeping with
+// CodeDeadline when d would outlast the job's deadline, and with
+// CodeInvalid when d exceeds the host's longest sleep. (time.Sleep works
+// in a module too, but cannot tell the deadline is near.)
 func Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil

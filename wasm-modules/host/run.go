@@ -83,7 +83,8 @@ func (h *Host) run(ctx context.Context, m *module, input []byte) (*Result, error
 		WithStderr(stderr).
 		WithRandSource(rand.Reader).
 		WithSysWalltime().
-		WithSysNanotime()
+		WithSysNanotime().
+		WithNanosleep(func(ns int64) { sleepCtx(ctx, time.Duration(ns)) })
 	mod, err := m.rt.InstantiateModule(context.WithValue(ctx, jobKey{}, j), m.compiled, cfg)
 	stderr.flush()
 	var memBytes uint32
@@ -122,6 +123,18 @@ func (h *Host) run(ctx context.Context, m *module, input []byte) (*Result, error
 		return fail(ErrOutputLimit, fmt.Errorf("more than %d bytes of output", m.limits.MaxOutputBytes))
 	}
 	return decodeEnvelope(res, stdout.buf, fail)
+}
+
+// sleepCtx is the guest's nanosleep (time.Sleep in a module): a real
+// sleep that ends early when the job's context is done, so that the
+// deadline stops a sleeping module promptly.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // decodeEnvelope reads the module's output into res, or fails the job.

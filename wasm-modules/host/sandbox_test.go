@@ -136,6 +136,24 @@ func TestDeadlineIsPrompt(t *testing.T) {
 	}
 }
 
+// TestGuestTimeSleep: time.Sleep inside a module really sleeps, and the
+// deadline interrupts it.
+func TestGuestTimeSleep(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.Timeout = time.Second }, nil)
+	start := time.Now()
+	if _, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "gosleep", "n": 200})); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 900*time.Millisecond {
+		t.Fatalf("a 200 ms time.Sleep took %v", d)
+	}
+	start = time.Now()
+	_, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "gosleep", "n": 60000}))
+	if d := time.Since(start); !errors.Is(err, ErrDeadline) || d > 1500*time.Millisecond {
+		t.Fatalf("a long time.Sleep: %v after %v", err, d)
+	}
+}
+
 func TestLogIsCapped(t *testing.T) {
 	f := newFixture(t, func(c *ModuleConfig) { c.Limits.MaxLogBytes = 2000 }, nil)
 	if _, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "stderr", "n": 5000})); err != nil {

@@ -1,6 +1,7 @@
 // Command probe is the host's test module, hostile on demand: the job is a
 // list of steps, each a host call (op and raw JSON request) or a behaviour
-// (loop, alloc, trap, exit, gopanic, panic, output, stderr, badptr, spin).
+// (loop, alloc, trap, exit, gopanic, panic, fail, output, stderr, badptr,
+// spin, gosleep, version).
 // Build: GOOS=wasip1 GOARCH=wasm go build -o probe.wasm . ; -ldflags
 // "-X main.version=v2" gives a second version with another digest.
 package main
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 	"unsafe"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
@@ -83,6 +85,8 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			for {
 				guest.Call(ctx, guest.OpLog, guest.LogRequest{Msg: "spin"}, nil)
 			}
+		case "gosleep": // time.Sleep in the guest, n ms
+			time.Sleep(time.Duration(s.N) * time.Millisecond)
 		case "version":
 			outs = append(outs, outcome{Op: "version", Resp: json.RawMessage(fmt.Sprintf("%q", version))})
 		default:
