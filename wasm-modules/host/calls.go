@@ -28,6 +28,30 @@ func mapErr(op string, err error) *guest.Error {
 	return guest.Errorf(guest.CodeFailed, "%s: %v", op, err)
 }
 
+// bounded runs fn, a key store, cert store or TPM operation, and returns
+// when it does or when ctx is done, whichever comes first: a backend that
+// hangs (a PKCS#11 token, a TPM on a dead link) cannot hold a job past its
+// deadline. An abandoned fn finishes in the background; its result is
+// dropped.
+func bounded[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		v, err := fn()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
 func unavailable(op, what string) *guest.Error {
 	return guest.Errorf(guest.CodeUnavailable, "%s: this host has no %s", op, what)
 }
@@ -51,15 +75,17 @@ func (j *job) keysSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"hash": r.Hash, "pss": r.PSS}); e != nil {
 		return nil, e
 	}
-	s, err := j.h.opts.Keys.Signer(ctx, r.KeyID)
-	if err != nil {
-		return nil, mapErr(op, err)
-	}
 	var opts crypto.SignerOpts = hash
 	if r.PSS {
 		opts = &rsa.PSSOptions{Hash: hash, SaltLength: r.SaltLength}
 	}
-	sig, err := s.Sign(rand.Reader, r.Digest, opts)
+	sig, err := bounded(ctx, func() ([]byte, error) {
+		s, err := j.h.opts.Keys.Signer(ctx, r.KeyID)
+		if err != nil {
+			return nil, err
+		}
+		return s.Sign(rand.Reader, r.Digest, opts)
+	})
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -67,7 +93,7 @@ func (j *job) keysSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 }
 
 func (j *job) publicKey(ctx context.Context, op, id string) ([]byte, *guest.Error) {
-	pub, err := j.h.opts.Keys.PublicKey(ctx, id)
+	pub, err := bounded(ctx, func() (crypto.PublicKey, error) { return j.h.opts.Keys.PublicKey(ctx, id) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -124,7 +150,7 @@ func (j *job) keysCreateKeyPair(ctx context.Context, req []byte) ([]byte, *guest
 	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"algorithms": details}); e != nil {
 		return nil, e
 	}
-	if err := j.h.opts.Keys.CreateKeyPair(ctx, r.KeyID, algs); err != nil {
+	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.Keys.CreateKeyPair(ctx, r.KeyID, algs) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return j.publicKey(ctx, op, r.KeyID)
@@ -154,7 +180,7 @@ func (j *job) getCert(ctx context.Context, op, id string, details map[string]any
 	if e := j.authorize(ctx, guest.OpCertsGet, "cert:"+id, details); e != nil {
 		return nil, e
 	}
-	pem, err := j.h.opts.Certs.Get(ctx, id)
+	pem, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.Certs.Get(ctx, id) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -176,7 +202,7 @@ func (j *job) certsPut(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "cert:"+r.CertID, nil); e != nil {
 		return nil, e
 	}
-	if err := j.h.opts.Certs.Put(ctx, r.CertID, []byte(r.PEM)); err != nil {
+	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.Certs.Put(ctx, r.CertID, []byte(r.PEM)) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return encode(op, guest.Empty{})
@@ -190,11 +216,14 @@ func (j *job) tpmKeys(ctx context.Context, _ []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "tpm:keys", nil); e != nil {
 		return nil, e
 	}
-	ek, srk, err := j.h.opts.TPM.Keys(ctx)
+	keys, err := bounded(ctx, func() (guest.TPMKeysResponse, error) {
+		ek, srk, err := j.h.opts.TPM.Keys(ctx)
+		return guest.TPMKeysResponse{EndorsementKey: ek, StorageRootKey: srk}, err
+	})
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
-	return encode(op, guest.TPMKeysResponse{EndorsementKey: ek, StorageRootKey: srk})
+	return encode(op, keys)
 }
 
 func (j *job) tpmImportAuthKey(ctx context.Context, req []byte) ([]byte, *guest.Error) {
@@ -212,7 +241,7 @@ func (j *job) tpmImportAuthKey(ctx context.Context, req []byte) ([]byte, *guest.
 	if e := j.authorize(ctx, op, "tpm:authkey", nil); e != nil {
 		return nil, e
 	}
-	if err := j.h.opts.TPM.ImportAuthKey(ctx, r.Key); err != nil {
+	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.TPM.ImportAuthKey(ctx, r.Key) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return encode(op, guest.Empty{})
@@ -230,7 +259,7 @@ func (j *job) tpmSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "tpm:authkey", nil); e != nil {
 		return nil, e
 	}
-	d, err := j.h.opts.TPM.SignWithAuthKey(ctx, r.Data)
+	d, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.TPM.SignWithAuthKey(ctx, r.Data) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"io/fs"
 	"math/big"
@@ -350,3 +351,27 @@ func TestRunNative(t *testing.T) {
 }
 
 func isKind(err, kind error) bool { return err != nil && Kind(err) == Kind(kind) }
+
+// hangingCerts ignores its context and never answers.
+type hangingCerts struct{ release chan struct{} }
+
+func (h hangingCerts) Get(context.Context, string) ([]byte, error) {
+	<-h.release
+	return nil, ErrNotFound
+}
+func (h hangingCerts) Put(context.Context, string, []byte) error { <-h.release; return nil }
+
+// TestHangingBackend: a store that ignores the context cannot hold a job
+// past its deadline.
+func TestHangingBackend(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.Timeout = 300 * time.Millisecond }, func(o *Options) {
+		o.Certs = hangingCerts{release}
+	})
+	start := time.Now()
+	_, err := f.h.Run(context.Background(), "probe", steps(call(guest.OpCertsGet, guest.CertRequest{CertID: "x"}), map[string]any{"op": "loop"}))
+	if d := time.Since(start); !errors.Is(err, ErrDeadline) || d > 2*time.Second {
+		t.Fatalf("err = %v after %v", err, d)
+	}
+}

@@ -3,6 +3,7 @@ package host
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -199,7 +200,7 @@ func (j *job) tlsConfig(ctx context.Context, o *guest.TLSOptions) (*tls.Config, 
 	if e := j.authorize(ctx, guest.OpKeysSign, "key:"+o.ClientKeyID, map[string]any{"purpose": "tls-client"}); e != nil {
 		return nil, e
 	}
-	signer, err := j.h.opts.Keys.Signer(ctx, o.ClientKeyID)
+	signer, err := bounded(ctx, func() (crypto.Signer, error) { return j.h.opts.Keys.Signer(ctx, o.ClientKeyID) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
