@@ -297,3 +297,29 @@ func goHMAC(key, msg []byte) []byte {
 	m.Write(msg)
 	return m.Sum(nil)
 }
+
+// TestKeydClientConcurrency: more concurrent calls than keyd's per-uid
+// connection limit (10) all succeed through one client/keyd Client, which
+// keeps at most MaxConcurrency requests in flight.
+func TestKeydClientConcurrency(t *testing.T) {
+	k := startKeyd(t, keydBackends[0], "")
+	c := keyd.New(k.d.socket("keyd"))
+	defer c.Close()
+	ctx := context.Background()
+	h, err := c.CreateKey(ctx, "busy", "sign")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 40)
+	for range 40 {
+		go func() {
+			_, err := c.Sign(ctx, h, keyd.HMACSHA256, []byte("m"))
+			errs <- err
+		}()
+	}
+	for range 40 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

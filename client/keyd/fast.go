@@ -35,7 +35,7 @@ func appendBytes(b, data []byte) []byte {
 // of the answer {"<name>":"<base64>"}.
 func (c *Client) postBytes(ctx context.Context, path string, body []byte, name string) ([]byte, error) {
 	var raw json.RawMessage
-	if err := c.c.Do(ctx, http.MethodPost, path, json.RawMessage(body), &raw); err != nil {
+	if err := c.do(ctx, http.MethodPost, path, json.RawMessage(body), &raw); err != nil {
 		return nil, err
 	}
 	v, ok := singleField(raw, name)

@@ -47,10 +47,17 @@ const (
 	ParamRSAExponent = "rsa-exponent"
 )
 
+// MaxConcurrency is how many requests a Client (and the copies WithToken
+// makes) has in flight at once; more wait their turn. keyd, as aziot,
+// closes without an answer a uid's connections beyond its max_requests
+// (default 10), and each request in flight holds a connection.
+const MaxConcurrency = 8
+
 // Client calls keyd over its Unix socket. It is safe for concurrent use and
 // keeps connections alive between calls.
 type Client struct {
-	c *client.Client
+	c   *client.Client
+	sem chan struct{} // shared with the copies WithToken makes
 }
 
 // New returns a client of the keyd socket at path using DefaultAPIVersion.
@@ -58,11 +65,23 @@ func New(path string) *Client { return NewVersion(path, DefaultAPIVersion) }
 
 // NewVersion returns a client of the keyd socket at path that sends apiVersion.
 func NewVersion(path, apiVersion string) *Client {
-	return &Client{c: client.New(path, apiVersion)}
+	return &Client{c: client.New(path, apiVersion), sem: make(chan struct{}, MaxConcurrency)}
 }
 
-// WithToken returns a copy of c that sends token as a bearer capability token.
-func (c *Client) WithToken(token string) *Client { return &Client{c: c.c.WithToken(token)} }
+// WithToken returns a copy of c that sends token as a bearer capability
+// token. The copy shares c's connections and concurrency limit.
+func (c *Client) WithToken(token string) *Client { return &Client{c: c.c.WithToken(token), sem: c.sem} }
+
+// do is client.Do within the concurrency limit.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	return c.c.Do(ctx, method, path, in, out)
+}
 
 // Close releases idle connections.
 func (c *Client) Close() { c.c.Close() }
@@ -91,7 +110,7 @@ func (c *Client) CreateKeyPairIfNotExists(ctx context.Context, id, preferredAlgo
 		req.PreferredAlgorithms = &preferredAlgorithms
 	}
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodPost, "/keypair", req, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/keypair", req, &resp); err != nil {
 		return "", fmt.Errorf("keyd: create key pair %q: %w", id, err)
 	}
 	return resp.KeyHandle, nil
@@ -100,7 +119,7 @@ func (c *Client) CreateKeyPairIfNotExists(ctx context.Context, id, preferredAlgo
 // LoadKeyPair returns a handle for the existing key pair id.
 func (c *Client) LoadKeyPair(ctx context.Context, id string) (string, error) {
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodGet, "/keypair/"+url.PathEscape(id), nil, &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/keypair/"+url.PathEscape(id), nil, &resp); err != nil {
 		return "", fmt.Errorf("keyd: load key pair %q: %w", id, err)
 	}
 	return resp.KeyHandle, nil
@@ -111,7 +130,7 @@ func (c *Client) MoveKeyPair(ctx context.Context, from, to string) error {
 	req := struct {
 		From string `json:"from"`
 	}{from}
-	if err := c.c.Do(ctx, http.MethodPost, "/keypair/"+url.PathEscape(to), req, nil); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/keypair/"+url.PathEscape(to), req, nil); err != nil {
 		return fmt.Errorf("keyd: move key pair %q to %q: %w", from, to, err)
 	}
 	return nil
@@ -119,7 +138,7 @@ func (c *Client) MoveKeyPair(ctx context.Context, from, to string) error {
 
 // DeleteKeyPair deletes the key pair of handle (absent is not an error).
 func (c *Client) DeleteKeyPair(ctx context.Context, handle string) error {
-	if err := c.c.Do(ctx, http.MethodDelete, "/keypair", handleRequest{handle}, nil); err != nil {
+	if err := c.do(ctx, http.MethodDelete, "/keypair", handleRequest{handle}, nil); err != nil {
 		return fmt.Errorf("keyd: delete key pair: %w", err)
 	}
 	return nil
@@ -135,7 +154,7 @@ type keyRequest struct {
 // handle. usage is aziot's comma-separated list of "derive", "sign", "encrypt".
 func (c *Client) CreateKey(ctx context.Context, id, usage string) (string, error) {
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodPost, "/key", keyRequest{KeyID: id, Usage: usage}, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/key", keyRequest{KeyID: id, Usage: usage}, &resp); err != nil {
 		return "", fmt.Errorf("keyd: create key %q: %w", id, err)
 	}
 	return resp.KeyHandle, nil
@@ -145,7 +164,7 @@ func (c *Client) CreateKey(ctx context.Context, id, usage string) (string, error
 func (c *Client) ImportKey(ctx context.Context, id string, key []byte, usage string) (string, error) {
 	b := base64.StdEncoding.EncodeToString(key)
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodPost, "/key", keyRequest{KeyID: id, Usage: usage, KeyBytes: &b}, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/key", keyRequest{KeyID: id, Usage: usage, KeyBytes: &b}, &resp); err != nil {
 		return "", fmt.Errorf("keyd: import key %q: %w", id, err)
 	}
 	return resp.KeyHandle, nil
@@ -154,7 +173,7 @@ func (c *Client) ImportKey(ctx context.Context, id string, key []byte, usage str
 // LoadKey returns a handle for the existing symmetric key id.
 func (c *Client) LoadKey(ctx context.Context, id string) (string, error) {
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodGet, "/key/"+url.PathEscape(id), nil, &resp); err != nil {
+	if err := c.do(ctx, http.MethodGet, "/key/"+url.PathEscape(id), nil, &resp); err != nil {
 		return "", fmt.Errorf("keyd: load key %q: %w", id, err)
 	}
 	return resp.KeyHandle, nil
@@ -162,7 +181,7 @@ func (c *Client) LoadKey(ctx context.Context, id string) (string, error) {
 
 // DeleteKey deletes the symmetric key of handle (absent is not an error).
 func (c *Client) DeleteKey(ctx context.Context, handle string) error {
-	if err := c.c.Do(ctx, http.MethodDelete, "/key", handleRequest{handle}, nil); err != nil {
+	if err := c.do(ctx, http.MethodDelete, "/key", handleRequest{handle}, nil); err != nil {
 		return fmt.Errorf("keyd: delete key: %w", err)
 	}
 	return nil
@@ -174,7 +193,7 @@ func (c *Client) Parameter(ctx context.Context, handle, name string) (string, er
 	var resp struct {
 		Value string `json:"value"`
 	}
-	if err := c.c.Do(ctx, http.MethodPost, "/parameters/"+url.PathEscape(name), handleRequest{handle}, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/parameters/"+url.PathEscape(name), handleRequest{handle}, &resp); err != nil {
 		return "", fmt.Errorf("keyd: parameter %q: %w", name, err)
 	}
 	return resp.Value, nil
@@ -187,7 +206,7 @@ func (c *Client) DeriveKey(ctx context.Context, baseHandle string, data []byte) 
 		DerivationData []byte `json:"derivationData"`
 	}{baseHandle, nonNil(data)}
 	var resp handleResponse
-	if err := c.c.Do(ctx, http.MethodPost, "/derivedkey", req, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/derivedkey", req, &resp); err != nil {
 		return "", fmt.Errorf("keyd: derive key: %w", err)
 	}
 	return resp.KeyHandle, nil
@@ -198,7 +217,7 @@ func (c *Client) ExportDerivedKey(ctx context.Context, handle string) ([]byte, e
 	var resp struct {
 		Key []byte `json:"key"`
 	}
-	if err := c.c.Do(ctx, http.MethodPost, "/derivedkey/export", handleRequest{handle}, &resp); err != nil {
+	if err := c.do(ctx, http.MethodPost, "/derivedkey/export", handleRequest{handle}, &resp); err != nil {
 		return nil, fmt.Errorf("keyd: export derived key: %w", err)
 	}
 	return resp.Key, nil
