@@ -1,0 +1,53 @@
+package identity
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+)
+
+// ConnectionString is a parsed IoT Hub device connection string.
+type ConnectionString struct {
+	HostName        string
+	DeviceID        string
+	SharedAccessKey []byte
+	// GatewayHostName is set for a device behind a gateway.
+	GatewayHostName string
+}
+
+// ParseConnectionString parses "HostName=…;DeviceId=…;SharedAccessKey=…"
+// (any order, optional GatewayHostName; the key is base64).
+func ParseConnectionString(s string) (*ConnectionString, error) {
+	var c ConnectionString
+	var key string
+	for part := range strings.SplitSeq(s, ";") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(part, "=")
+		if !ok {
+			return nil, fmt.Errorf("connection string: %q is not key=value", part)
+		}
+		switch k {
+		case "HostName":
+			c.HostName = v
+		case "DeviceId":
+			c.DeviceID = v
+		case "SharedAccessKey":
+			key = v
+		case "GatewayHostName":
+			c.GatewayHostName = v
+		default:
+			return nil, fmt.Errorf("connection string: unknown key %q", k)
+		}
+	}
+	if c.HostName == "" || c.DeviceID == "" || key == "" {
+		return nil, fmt.Errorf("connection string: HostName, DeviceId and SharedAccessKey are required")
+	}
+	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(key, "="))
+	if err != nil {
+		return nil, fmt.Errorf("connection string: SharedAccessKey: %w", err)
+	}
+	c.SharedAccessKey = b
+	return &c, nil
+}

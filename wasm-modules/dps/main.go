@@ -1,0 +1,252 @@
+// Command dps is Warden's Azure Device Provisioning Service client
+// (aziot-api.md §8.3, protocols.md §1.1) as a WASM provisioning module:
+// identityd gives it a registration job (package dpsjob) on standard input
+// and it returns the assignment. It registers, polls the operation with
+// Retry-After, backs off 429 answers, and classifies failures as network
+// (DPS unreachable or 5xx: the broker may run on backups), auth (401/403)
+// or a DPS failure. The SAS token is minted by the broker and the TLS
+// client certificate of X.509 attestation is used by the host by store ID,
+// so no credential enters the module; DPS's answers are only parsed here.
+//
+// Build with GOOS=wasip1 GOARCH=wasm (make modules). The same source runs
+// natively in-process through guest.Invoke / host.RunNative (tests).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/warden-iot/warden/wasm-modules/dps/dpsjob"
+	"github.com/warden-iot/warden/wasm-modules/guest"
+)
+
+func main() { guest.Run(handle) }
+
+// handle runs one registration job.
+func handle(ctx context.Context, raw json.RawMessage) (any, error) {
+	var job dpsjob.Job
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return nil, guest.Errorf(guest.CodeInvalid, "decode the job: %v", err)
+	}
+	base, err := baseURL(job.Endpoint)
+	if err != nil {
+		return nil, guest.Errorf(guest.CodeInvalid, "%v", err)
+	}
+	if job.ScopeID == "" || job.RegistrationID == "" {
+		return nil, guest.Errorf(guest.CodeInvalid, "the job needs scope_id and registration_id")
+	}
+	if job.APIVersion == "" {
+		job.APIVersion = dpsjob.DefaultAPIVersion
+	}
+	c := &client{job: &job, base: base}
+	return c.register(ctx)
+}
+
+// baseURL keeps the endpoint's scheme, host and port.
+func baseURL(endpoint string) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return "", fmt.Errorf("endpoint %q is not an http(s) URL", endpoint)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+type client struct {
+	job       *dpsjob.Job
+	base      string
+	throttled int
+}
+
+// response is DPS's operation / registration answer.
+type response struct {
+	OperationID       string          `json:"operationId"`
+	Status            string          `json:"status"`
+	RegistrationState *registration   `json:"registrationState"`
+	ErrorCode         json.RawMessage `json:"errorCode"`
+	ErrorMessage      string          `json:"errorMessage"`
+	Code              json.RawMessage `json:"code"`
+	Message           string          `json:"message"`
+}
+
+type registration struct {
+	RegistrationID string          `json:"registrationId"`
+	AssignedHub    string          `json:"assignedHub"`
+	DeviceID       string          `json:"deviceId"`
+	Payload        json.RawMessage `json:"payload"`
+	ErrorCode      json.RawMessage `json:"errorCode"`
+	ErrorMessage   string          `json:"errorMessage"`
+}
+
+func (c *client) url(parts ...string) string {
+	p := make([]string, len(parts))
+	for i, s := range parts {
+		p[i] = url.PathEscape(s)
+	}
+	return c.base + "/" + strings.Join(p, "/") + "?api-version=" + url.QueryEscape(c.job.APIVersion)
+}
+
+func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
+	log := guest.Logger(ctx).With("registration_id", c.job.RegistrationID)
+	body := map[string]any{"registrationId": c.job.RegistrationID}
+	if len(c.job.Payload) > 0 && string(c.job.Payload) != "null" {
+		body["payload"] = c.job.Payload
+	}
+	b, _ := json.Marshal(body)
+	status, resp, hdr, err := c.do(ctx, "PUT", c.url(c.job.ScopeID, "registrations", c.job.RegistrationID, "register"), b)
+	if err != nil {
+		return nil, err
+	}
+	if status != 200 && status != 202 {
+		return nil, dpsError("register", status, resp)
+	}
+	if resp.OperationID == "" {
+		return nil, guest.Errorf(dpsjob.CodeResponse, "register: DPS answered %d without an operationId", status)
+	}
+	log.Info("registration accepted", "operation", resp.OperationID)
+	polls := 0
+	for {
+		if err := guest.Sleep(ctx, c.wait(hdr)); err != nil {
+			return nil, fmt.Errorf("wait for operation %s: %w", resp.OperationID, err)
+		}
+		polls++
+		status, op, h, err := c.do(ctx, "GET", c.url(c.job.ScopeID, "registrations", c.job.RegistrationID, "operations", resp.OperationID), nil)
+		if err != nil {
+			return nil, err
+		}
+		hdr = h
+		if status != 200 && status != 202 {
+			return nil, dpsError("operation", status, op)
+		}
+		switch op.Status {
+		case "assigning", "unassigned", "registering":
+			continue
+		case "assigned":
+			rs := op.RegistrationState
+			if rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
+				return nil, guest.Errorf(dpsjob.CodeResponse, "operation: assigned without assignedHub and deviceId")
+			}
+			log.Info("assigned", "hub", rs.AssignedHub, "device_id", rs.DeviceID, "polls", polls)
+			return &dpsjob.Result{AssignedHub: rs.AssignedHub, DeviceID: rs.DeviceID, Payload: rs.Payload,
+				Polls: polls, Throttled: c.throttled}, nil
+		case "failed", "disabled", "blacklisted":
+			msg := ""
+			if rs := op.RegistrationState; rs != nil {
+				msg = fmt.Sprintf("%s (code %s)", rs.ErrorMessage, rs.ErrorCode)
+			}
+			return nil, guest.Errorf(dpsjob.CodeFailed, "registration %s: %s", op.Status, msg)
+		default:
+			return nil, guest.Errorf(dpsjob.CodeResponse, "operation: unknown status %q", op.Status)
+		}
+	}
+}
+
+// wait is the delay before the next poll: Retry-After (capped), else the
+// job's poll interval.
+func (c *client) wait(h map[string][]string) time.Duration {
+	if d, ok := retryAfter(h); ok {
+		return min(d, c.maxPoll())
+	}
+	switch {
+	case c.job.PollMS < 0:
+		return 0
+	case c.job.PollMS == 0:
+		return 5 * time.Second
+	}
+	return time.Duration(c.job.PollMS) * time.Millisecond
+}
+
+func (c *client) maxPoll() time.Duration {
+	if c.job.MaxPollMS > 0 {
+		return time.Duration(c.job.MaxPollMS) * time.Millisecond
+	}
+	return time.Minute
+}
+
+func retryAfter(h map[string][]string) (time.Duration, bool) {
+	for k, v := range h {
+		if strings.EqualFold(k, "Retry-After") && len(v) > 0 {
+			if n, err := strconv.Atoi(strings.TrimSpace(v[0])); err == nil && n >= 0 {
+				return time.Duration(n) * time.Second, true
+			}
+		}
+	}
+	return 0, false
+}
+
+var defaultThrottle = []int{60_000, 120_000, 180_000, 300_000}
+
+// do sends one request, backing off 429 answers; transport failures are
+// CodeNetwork.
+func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *response, map[string][]string, error) {
+	schedule := c.job.ThrottleMS
+	if schedule == nil {
+		schedule = defaultThrottle
+	}
+	for attempt := 0; ; attempt++ {
+		hdr := map[string][]string{"Accept": {"application/json"}, "Content-Type": {"application/json; charset=utf-8"}}
+		if c.job.Authorization != "" {
+			hdr["Authorization"] = []string{c.job.Authorization}
+		}
+		if body == nil {
+			body = []byte("{}")
+		}
+		resp, err := guest.HTTPDo(ctx, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS})
+		if err != nil {
+			var ge *guest.Error
+			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
+				return 0, nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
+			}
+			return 0, nil, nil, guest.Errorf(dpsjob.CodeNetwork, "%s %s: %v", method, u, err)
+		}
+		if resp.Status == 429 {
+			if attempt >= len(schedule) {
+				return 0, nil, nil, guest.Errorf(dpsjob.CodeThrottled, "%s: DPS answered 429 %d times", method, attempt+1)
+			}
+			c.throttled++
+			d, ok := retryAfter(resp.Header)
+			if !ok {
+				d = time.Duration(schedule[attempt]) * time.Millisecond
+			}
+			guest.Logger(ctx).Warn("DPS throttled the request; backing off", "wait", d.String(), "attempt", attempt+1)
+			if err := guest.Sleep(ctx, d); err != nil {
+				return 0, nil, nil, guest.Errorf(dpsjob.CodeThrottled, "%s: DPS answered 429 and the job cannot wait %s: %v", method, d, err)
+			}
+			continue
+		}
+		if resp.Status >= 500 {
+			return 0, nil, nil, guest.Errorf(dpsjob.CodeNetwork, "%s %s: DPS answered %d: %s", method, u, resp.Status, snippet(resp.Body))
+		}
+		var r response
+		if len(resp.Body) > 0 {
+			if err := json.Unmarshal(resp.Body, &r); err != nil && resp.Status < 300 {
+				return 0, nil, nil, guest.Errorf(dpsjob.CodeResponse, "%s %s: %d with a body that is not JSON: %v", method, u, resp.Status, err)
+			}
+		}
+		return resp.Status, &r, resp.Header, nil
+	}
+}
+
+// dpsError classifies a non-2xx answer.
+func dpsError(what string, status int, r *response) error {
+	msg, code := r.ErrorMessage, string(r.ErrorCode)
+	if msg == "" {
+		msg, code = r.Message, string(r.Code)
+	}
+	if status == 401 || status == 403 {
+		return guest.Errorf(dpsjob.CodeAuth, "%s: DPS answered %d: %s (code %s)", what, status, msg, code)
+	}
+	return guest.Errorf(dpsjob.CodeFailed, "%s: DPS answered %d: %s (code %s)", what, status, msg, code)
+}
+
+func snippet(b []byte) string {
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}

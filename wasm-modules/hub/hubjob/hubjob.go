@@ -1,0 +1,66 @@
+// Package hubjob is the contract between identityd and the IoT Hub module
+// (wasm-modules/hub): one module-registry operation (aziot-api.md §8.4) and
+// its result, both JSON.
+package hubjob
+
+import (
+	"encoding/json"
+
+	"github.com/warden-iot/warden/wasm-modules/guest"
+)
+
+// DefaultAPIVersion is the registry api-version aziot uses.
+const DefaultAPIVersion = "2017-11-08-preview"
+
+// Operations.
+const (
+	OpList    = "list"     // GET /devices/{d}/modules
+	OpGet     = "get"      // GET /devices/{d}/modules/{m}
+	OpCreate  = "create"   // PUT /devices/{d}/modules/{m}
+	OpSetKeys = "set_keys" // PUT …/modules/{m} with If-Match: * and the SAS keys
+	OpDelete  = "delete"   // DELETE …/modules/{m} with If-Match: *
+)
+
+// Error codes of the module (guest.Error codes), besides the host's.
+const (
+	// CodeNetwork: the hub (or parent) could not be reached, answered 500
+	// (a parent edgeHub's upstream loss) or said networkError.
+	CodeNetwork = "network"
+	// CodeAuth: 401/403.
+	CodeAuth = "auth"
+	// CodeNotFound: 404.
+	CodeNotFound = "hub_not_found"
+	// CodeFailed: any other error answer.
+	CodeFailed = "hub_failed"
+	// CodeResponse: the answer could not be understood.
+	CodeResponse = "hub_response"
+)
+
+// Job is one registry operation.
+type Job struct {
+	// Op is one of the Op constants.
+	Op string `json:"op"`
+	// URL is the base, https://<local_gateway_hostname>[:port].
+	URL string `json:"url"`
+	// DeviceID and ModuleID name the device and (but OpList) the module.
+	DeviceID string `json:"device_id"`
+	ModuleID string `json:"module_id,omitempty"`
+	// APIVersion defaults to DefaultAPIVersion.
+	APIVersion string `json:"api_version,omitempty"`
+	// Authorization is the device's SAS token (minted by the broker);
+	// empty with X.509 (TLS client certificate in TLS).
+	Authorization string `json:"authorization,omitempty"`
+	// PrimaryKey and SecondaryKey are the module's SAS keys (base64) for
+	// OpSetKeys.
+	PrimaryKey   string `json:"primary_key,omitempty"`
+	SecondaryKey string `json:"secondary_key,omitempty"`
+	// TLS is the host's TLS settings.
+	TLS *guest.TLSOptions `json:"tls,omitempty"`
+}
+
+// Result is the registry's answer: Module for get/create/set_keys,
+// Modules for list, nothing for delete. Both are the hub's Module JSON.
+type Result struct {
+	Module  json.RawMessage   `json:"module,omitempty"`
+	Modules []json.RawMessage `json:"modules,omitempty"`
+}

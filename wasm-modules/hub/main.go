@@ -1,0 +1,165 @@
+// Command hub is Warden's IoT Hub module-registry client (aziot-api.md
+// §8.4) as a WASM module: identityd gives it one operation (package hubjob)
+// — list, get, create, set keys (If-Match: *), delete — and it returns the
+// hub's answer after checking its shape. A 500 (a parent edgeHub reporting
+// upstream loss), an unreachable hub or "networkError": true are network
+// errors, so the broker keeps serving from backups (§8.5).
+//
+// Build with GOOS=wasip1 GOARCH=wasm (make modules).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/warden-iot/warden/wasm-modules/guest"
+	"github.com/warden-iot/warden/wasm-modules/hub/hubjob"
+)
+
+func main() { guest.Run(handle) }
+
+// module is the part of the hub's Module JSON the module checks.
+type module struct {
+	ModuleID     string `json:"moduleId"`
+	DeviceID     string `json:"deviceId"`
+	GenerationID string `json:"generationId"`
+}
+
+// handle runs one registry operation.
+func handle(ctx context.Context, raw json.RawMessage) (any, error) {
+	var job hubjob.Job
+	if err := json.Unmarshal(raw, &job); err != nil {
+		return nil, guest.Errorf(guest.CodeInvalid, "decode the job: %v", err)
+	}
+	u, err := url.Parse(job.URL)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, guest.Errorf(guest.CodeInvalid, "url %q is not an http(s) URL", job.URL)
+	}
+	if job.DeviceID == "" || (job.Op != hubjob.OpList && job.ModuleID == "") {
+		return nil, guest.Errorf(guest.CodeInvalid, "the job needs device_id and (but for list) module_id")
+	}
+	if job.APIVersion == "" {
+		job.APIVersion = hubjob.DefaultAPIVersion
+	}
+	base := u.Scheme + "://" + u.Host + "/devices/" + escape(job.DeviceID) + "/modules"
+	one := base + "/" + escape(job.ModuleID)
+	q := "?api-version=" + url.QueryEscape(job.APIVersion)
+	switch job.Op {
+	case hubjob.OpList:
+		body, err := do(ctx, &job, "GET", base+q, nil, false)
+		if err != nil {
+			return nil, err
+		}
+		var mods []json.RawMessage
+		if err := json.Unmarshal(body, &mods); err != nil {
+			return nil, guest.Errorf(hubjob.CodeResponse, "list: %v", err)
+		}
+		for _, m := range mods {
+			if _, err := check(m, ""); err != nil {
+				return nil, err
+			}
+		}
+		return &hubjob.Result{Modules: mods}, nil
+	case hubjob.OpGet:
+		return one1(ctx, &job, "GET", one+q, nil, false)
+	case hubjob.OpCreate:
+		b, _ := json.Marshal(map[string]string{"moduleId": job.ModuleID, "deviceId": job.DeviceID})
+		return one1(ctx, &job, "PUT", one+q, b, false)
+	case hubjob.OpSetKeys:
+		if job.PrimaryKey == "" || job.SecondaryKey == "" {
+			return nil, guest.Errorf(guest.CodeInvalid, "set_keys needs primary_key and secondary_key")
+		}
+		b, _ := json.Marshal(map[string]any{"moduleId": job.ModuleID, "deviceId": job.DeviceID,
+			"authentication": map[string]any{"type": "sas", "symmetricKey": map[string]string{
+				"primaryKey": job.PrimaryKey, "secondaryKey": job.SecondaryKey}}})
+		return one1(ctx, &job, "PUT", one+q, b, true)
+	case hubjob.OpDelete:
+		if _, err := do(ctx, &job, "DELETE", one+q, nil, true); err != nil {
+			return nil, err
+		}
+		return &hubjob.Result{}, nil
+	}
+	return nil, guest.Errorf(guest.CodeInvalid, "unknown operation %q", job.Op)
+}
+
+// escape percent-encodes an ID with the URL path set plus "=" and "/".
+func escape(s string) string {
+	return strings.ReplaceAll(url.PathEscape(s), "=", "%3D")
+}
+
+func one1(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifMatch bool) (*hubjob.Result, error) {
+	b, err := do(ctx, job, method, u, body, ifMatch)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := check(b, job.ModuleID); err != nil {
+		return nil, err
+	}
+	return &hubjob.Result{Module: b}, nil
+}
+
+// check parses a Module and, when id is set, checks it names it.
+func check(b []byte, id string) (*module, error) {
+	var m module
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, guest.Errorf(hubjob.CodeResponse, "module: %v", err)
+	}
+	if m.ModuleID == "" || (id != "" && m.ModuleID != id) {
+		return nil, guest.Errorf(hubjob.CodeResponse, "module: the hub answered moduleId %q for %q", m.ModuleID, id)
+	}
+	return &m, nil
+}
+
+// hubError is the registry's error body.
+type hubError struct {
+	Message      string `json:"Message"`
+	ErrorMessage string `json:"errorMessage"`
+	NetworkError bool   `json:"networkError"`
+}
+
+func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifMatch bool) ([]byte, error) {
+	hdr := map[string][]string{"Accept": {"application/json"}}
+	if body != nil {
+		hdr["Content-Type"] = []string{"application/json"}
+	}
+	if job.Authorization != "" {
+		hdr["Authorization"] = []string{job.Authorization}
+	}
+	if ifMatch {
+		hdr["If-Match"] = []string{"*"}
+	}
+	resp, err := guest.HTTPDo(ctx, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS})
+	if err != nil {
+		var ge *guest.Error
+		if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
+			return nil, fmt.Errorf("%s %s: %w", method, u, err)
+		}
+		return nil, guest.Errorf(hubjob.CodeNetwork, "%s %s: %v", method, u, err)
+	}
+	if resp.Status >= 200 && resp.Status < 300 {
+		return resp.Body, nil
+	}
+	var e hubError
+	_ = json.Unmarshal(resp.Body, &e)
+	msg := e.Message
+	if msg == "" {
+		msg = e.ErrorMessage
+	}
+	if msg == "" {
+		msg = strings.TrimSpace(string(resp.Body[:min(len(resp.Body), 200)]))
+	}
+	code := hubjob.CodeFailed
+	switch {
+	case e.NetworkError || resp.Status == 500 || resp.Status == 502 || resp.Status == 503 || resp.Status == 504:
+		code = hubjob.CodeNetwork
+	case resp.Status == 401 || resp.Status == 403:
+		code = hubjob.CodeAuth
+	case resp.Status == 404:
+		code = hubjob.CodeNotFound
+	}
+	return nil, guest.Errorf(code, "%s %s: the hub answered %d: %s", method, u, resp.Status, msg)
+}
