@@ -81,8 +81,17 @@ func rateRun(b *testing.B, name string, f func(b *testing.B)) float64 {
 // BenchmarkKeydSign: ECDSA P-256 and HMAC-SHA256 signatures through
 // keyd.sock (file store, keep-alive client, default policy) with 1 and 8
 // clients, beside Go's crypto in-process, with the ratio printed.
-func BenchmarkKeydSign(b *testing.B) {
-	sock := benchBroker(b, "")
+func BenchmarkKeydSign(b *testing.B) { benchKeydSign(b, "", "") }
+
+// BenchmarkKeydSignDecisionLog is BenchmarkKeydSign with a decision log,
+// which turns keyd's decision reuse off: every signature is a policy
+// evaluation and a log line.
+func BenchmarkKeydSignDecisionLog(b *testing.B) {
+	benchKeydSign(b, fmt.Sprintf("[warden.policy]\ndecision_log = %q\n", filepath.Join(b.TempDir(), "decisions.log")), ", every decision logged")
+}
+
+func benchKeydSign(b *testing.B, extra, label string) {
+	sock := benchBroker(b, extra)
 	ctx := context.Background()
 	setup := keyd.New(sock)
 	ecHandle, err := setup.CreateKeyPairIfNotExists(ctx, "bench-ec", "ec-p256")
@@ -131,7 +140,7 @@ func BenchmarkKeydSign(b *testing.B) {
 			inRate := rateRun(b, fmt.Sprintf("%s/clients=%d/inprocess", op.name, clients), func(b *testing.B) {
 				parallel(b, clients, op.inproc)
 			})
-			printRatio(fmt.Sprintf("keyd.sock %s sign, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, clients), sockRate, inRate)
+			printRatio(fmt.Sprintf("keyd.sock %s sign%s, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, label, clients), sockRate, inRate)
 		}
 	}
 }
