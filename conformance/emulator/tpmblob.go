@@ -1,6 +1,3 @@
-// Package emulator is the cloud side of Warden's provisioning protocols for
-// tests: what DPS and IoT Hub would send a device, and checks of what the
-// device sends back. It starts with DPS's TPM attestation blob.
 package emulator
 
 import (
