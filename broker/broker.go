@@ -46,6 +46,7 @@ type Broker struct {
 	keys    *hsm.Keys
 	certd   *certd.Server
 	modules *host.Host
+	ident   *identityd.Server
 	servers []*server
 
 	mu  sync.Mutex
@@ -106,6 +107,9 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 		return nil, err
 	}
 	if err := b.openModules(ctx, cfg); err != nil {
+		return nil, err
+	}
+	if err := b.openIdentity(ctx, cfg, logger); err != nil {
 		return nil, err
 	}
 	if err := b.listen(cfg); err != nil {
@@ -169,7 +173,7 @@ func (b *Broker) services() map[string]*api.Service {
 	}
 	return map[string]*api.Service{
 		"broker":    ctlSvc,
-		"identityd": identityd.New(b.guard, b.log).Service(),
+		"identityd": b.ident.Service(),
 		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
 		"certd":     b.certd.Service(),
 		"tpmd":      tpmd.New(b.cfg.TPM, b.guard, b.log).Service(),
@@ -303,6 +307,9 @@ func (b *Broker) Reload(ctx context.Context, cfg *config.Config) error {
 	}
 	b.guard.SetPrincipalNames(principalNames(cfg))
 	b.certd.Reload(cfg)
+	if err := b.ident.Reload(ctx, cfg); err != nil {
+		b.log.Error("reload: module identities not reconciled", "err", err)
+	}
 	if err := b.modules.Load(ctx, moduleConfigs(cfg)); err != nil {
 		b.log.Error("reload: modules refused", "err", err)
 	}
@@ -388,3 +395,19 @@ func moduleConfigs(cfg *config.Config) []host.ModuleConfig {
 
 // Modules returns the broker's module host (for tests and benchmarks).
 func (b *Broker) Modules() *host.Host { return b.modules }
+
+// openIdentity starts identityd (state in <state_dir>/identity) and
+// provisions the device: DPS and IoT Hub calls run in the modules "dps" and
+// "hub". Provisioning that fails without a backup stops wardend.
+func (b *Broker) openIdentity(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
+	s, err := identityd.New(b.guard, cfg, identityd.Options{Keys: b.keys, Handles: hsm.NewHandles(b.keys),
+		Modules: b.modules, StateDir: filepath.Join(cfg.Warden.StateDir, "identity"), Logger: logger})
+	if err != nil {
+		return err
+	}
+	b.ident = s
+	return s.Start(ctx)
+}
+
+// Identity returns the broker's identity service (for tests).
+func (b *Broker) Identity() *identityd.Server { return b.ident }
