@@ -325,12 +325,12 @@ func (e *Emulator) registry(r *http.Request, d *device, op Op, moduleID string) 
 		return 200, sortedModules(d), "", ""
 	case OpModuleGet:
 		if m == nil {
-			return 0, nil, "ModuleNotFound", "module " + moduleID + " not found on device " + d.DeviceID
+			return 404, nil, "ModuleNotFound", "module " + moduleID + " not found on device " + d.DeviceID
 		}
 		return 200, cloneModule(m), "", ""
 	case OpModuleDelete:
 		if m == nil {
-			return 0, nil, "ModuleNotFound", "module " + moduleID + " not found on device " + d.DeviceID
+			return 404, nil, "ModuleNotFound", "module " + moduleID + " not found on device " + d.DeviceID
 		}
 		if ifMatch == "" || !etagOK() {
 			return 412, nil, "PreconditionFailed", "If-Match is missing or does not match the module's etag"
