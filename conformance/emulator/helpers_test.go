@@ -3,12 +3,10 @@ package emulator
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 )
@@ -136,13 +134,6 @@ func modURL(em *Emulator, dev, mod string) string {
 	}
 	return u + "?api-version=2017-11-08-preview"
 }
-
-// tlsCert is a convenience for client certificates in tests.
-func tlsCert(certPEM, keyPEM []byte) (tls.Certificate, error) {
-	return tls.X509KeyPair(certPEM, keyPEM)
-}
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 var errTest = errTestT("refused by the test's allocation")
 
