@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/warden-iot/warden/internal/atomicfile"
 	"hash/maphash"
 	"log/slog"
 	"net/url"
@@ -117,6 +118,12 @@ func Open(ctx context.Context, cfg Config) (*Keys, error) {
 			return nil, fmt.Errorf("hsm: home directory %q: %w", cfg.HomeDir, err)
 		}
 		k.homeDir = abs
+		// A crash between writing and renaming a key leaves a temp file.
+		if n, err := atomicfile.RemoveTemps(filepath.Join(abs, "keys")); err != nil {
+			log.Warn("could not remove leftover temp files", "err", err)
+		} else if n > 0 {
+			log.Info("removed leftover temp files of interrupted key writes", "count", n)
+		}
 	}
 	for id, uri := range cfg.Preloaded {
 		p, err := parsePreloaded(uri)

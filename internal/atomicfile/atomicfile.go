@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // Write replaces path with data, created with mode perm.
@@ -54,4 +55,28 @@ func SyncDir(dir string) error {
 		return fmt.Errorf("sync dir %s: %w", dir, err)
 	}
 	return nil
+}
+
+// RemoveTemps deletes the temp files Write leaves in dir when the process
+// dies between creating and renaming them. It returns how many it removed;
+// a missing dir is not an error. Call it at start-up, before any Write.
+func RemoveTemps(dir string) (int, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("remove temp files in %s: %w", dir, err)
+	}
+	n := 0
+	for _, e := range entries {
+		name := e.Name()
+		if e.Type().IsRegular() && strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp-") {
+			if err := os.Remove(filepath.Join(dir, name)); err != nil && !os.IsNotExist(err) {
+				return n, fmt.Errorf("remove temp file: %w", err)
+			}
+			n++
+		}
+	}
+	return n, nil
 }

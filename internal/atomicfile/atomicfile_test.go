@@ -36,3 +36,21 @@ func TestWriteMissingDir(t *testing.T) {
 		t.Fatal("want error for a missing directory")
 	}
 }
+
+func TestRemoveTemps(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{".a.key.tmp-123", ".b.tmp-9", "keep.key", ".hidden"} {
+		os.WriteFile(filepath.Join(dir, name), []byte("x"), 0o600)
+	}
+	n, err := RemoveTemps(dir)
+	if err != nil || n != 2 {
+		t.Fatalf("RemoveTemps = %d, %v; want 2", n, err)
+	}
+	left, _ := os.ReadDir(dir)
+	if len(left) != 2 {
+		t.Fatalf("left %v", left)
+	}
+	if n, err := RemoveTemps(filepath.Join(dir, "missing")); n != 0 || err != nil {
+		t.Fatalf("missing dir: %d %v", n, err)
+	}
+}
