@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/warden-iot/warden/internal/atomicfile"
 	"hash/maphash"
 	"log/slog"
 	"net/url"
@@ -23,6 +22,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/warden-iot/warden/internal/atomicfile"
 )
 
 // PKCS11Backend is what Keys needs of a PKCS#11 backend. Package hsm/pkcs11
