@@ -150,6 +150,7 @@ func (r *rig) dpsConfig(regID, key string, modules ...string) *config.Config {
 	cfg := &config.Config{Provisioning: &config.Provisioning{Source: "dps", GlobalEndpoint: r.emu.URL(), IDScope: r.emu.IDScope(),
 		Attestation: &config.Attestation{Method: "symmetric_key", RegistrationID: &config.RegistrationID{Name: regID},
 			SymmetricKey: &config.SymmetricKey{Value: key}}}}
+	cfg.PreloadedCerts = map[string]config.PreloadedCert{CloudTrustCertID: {URI: "file:///unused"}}
 	for i, m := range modules {
 		cfg.Principals = append(cfg.Principals, config.Principal{UID: uint32(2000 + i), Name: m, IDType: []string{"module"}})
 	}
