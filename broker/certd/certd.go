@@ -57,7 +57,8 @@ type Options struct {
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 	// ESTMaxWait bounds the time one EST job may spend waiting out 202
-	// answers; default 2 minutes.
+	// answers; default: the EST module's timeout less 15 s (45 s with
+	// the host's default 1-minute timeout).
 	ESTMaxWait time.Duration
 	// OnRenewed, when set, is called after certd renewed a certificate on
 	// its own (identityd reprovisions with DPS after a device-id renewal).
@@ -105,7 +106,11 @@ func New(cfg *config.Config, keys *hsm.Keys, handles *hsm.Handles, guard *api.Gu
 		s.now = time.Now
 	}
 	if s.maxWait <= 0 {
-		s.maxWait = 2 * time.Minute
+		timeout := time.Minute // the module host's default
+		if m, ok := cfg.Warden.Modules[ESTModuleName]; ok && m.Timeout.Duration > 0 {
+			timeout = m.Timeout.Duration
+		}
+		s.maxWait = max(timeout-15*time.Second, 0)
 	}
 	s.renewals = certs.NewScheduler(s.now)
 	s.settings.Store(st)
