@@ -25,6 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 [ -e /usr/lib/softhsm/libsofthsm2.so ] || die "SoftHSM2 module /usr/lib/softhsm/libsofthsm2.so not found"
 
+# The official Azure IoT Node SDK (conformance/node, pinned by its
+# lockfile) as a client of the DPS + IoT Hub emulator.
+node_dir=$(dirname "$0")/../conformance/node
+if [ ! -e "$node_dir/node_modules/.package-lock.json" ] || [ "$node_dir/package-lock.json" -nt "$node_dir/node_modules/.package-lock.json" ]; then
+  command -v node >/dev/null || die "node is not on PATH (needed by conformance/node)"
+  command -v npm >/dev/null || die "npm is not on PATH (needed by conformance/node)"
+  echo "deps: npm ci in conformance/node"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci in conformance/node failed"
+fi
+
 # The standard OPA CLI, to run the default policy's Rego tests unchanged.
 have=$("$bin/opa" version 2>/dev/null || true)
 if ! grep -qx "Version: ${opa_version#v}" <<<"$have"; then
