@@ -1,0 +1,145 @@
+package identity
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestEncodeSR(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"example.azure-devices.net/devices/my-device", "example.azure-devices.net/devices/my-device"},
+		{"0ab1234C5D6/registrations/my-device", "0ab1234c5d6/registrations/my-device"},
+		{"hub:8443/devices/a b", "hub:8443/devices/a%20b"},
+		{`h/devices/x"#<>?{}=` + "`", "h/devices/x%22%23%3C%3E%3F%7B%7D%3D%60"},
+		{"h/devices/é", "h/devices/%C3%A9"},
+		{"h/devices/a&b+c", "h/devices/a&b+c"},
+	}
+	for _, tc := range tests {
+		if got := EncodeSR(tc.in); got != tc.want {
+			t.Errorf("EncodeSR(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestToken(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	tests := []struct {
+		name, aud, skn, want string
+	}{
+		{"hub", HubAudience("example.azure-devices.net", "my-device"), "", "SharedAccessSignature sr=example.azure-devices.net/devices/my-device&sig="},
+		{"dps", DPSAudience("0ab1234C5D6", "my-device"), "registration", "SharedAccessSignature sr=0ab1234c5d6/registrations/my-device&sig="},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			sr := EncodeSR(tc.aud)
+			m := hmac.New(sha256.New, key)
+			m.Write(StringToSign(sr, 1700000000))
+			tok := Token(sr, m.Sum(nil), 1700000000, tc.skn)
+			if !strings.HasPrefix(tok, tc.want) || !strings.Contains(tok, "&se=1700000000") ||
+				strings.HasSuffix(tok, "&skn=registration") != (tc.skn != "") {
+				t.Fatalf("token = %q", tok)
+			}
+			sig := tok[strings.Index(tok, "&sig=")+5 : strings.Index(tok, "&se=")]
+			if strings.ContainsAny(sig, "+/=") {
+				t.Fatalf("sig %q is not form-urlencoded", sig)
+			}
+		})
+	}
+	if string(ModuleKeyData("m", "g", true)) != "m:g:primary" || string(ModuleKeyData("m", "g", false)) != "m:g:secondary" {
+		t.Fatal("module key data")
+	}
+}
+
+func TestParseConnectionString(t *testing.T) {
+	tests := []struct {
+		in      string
+		ok      bool
+		hub, gw string
+	}{
+		{"HostName=h.azure-devices.net;DeviceId=d1;SharedAccessKey=AAAA", true, "h.azure-devices.net", ""},
+		{"DeviceId=d1;SharedAccessKey=AAAA;HostName=h;GatewayHostName=parent", true, "h", "parent"},
+		{"HostName=h;DeviceId=d1", false, "", ""},
+		{"HostName=h;DeviceId=d1;SharedAccessKey=*", false, "", ""},
+		{"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;Bogus=1", false, "", ""},
+	}
+	for _, tc := range tests {
+		c, err := ParseConnectionString(tc.in)
+		if (err == nil) != tc.ok {
+			t.Errorf("%q: err = %v", tc.in, err)
+			continue
+		}
+		if tc.ok && (c.HostName != tc.hub || c.GatewayHostName != tc.gw || c.DeviceID != "d1") {
+			t.Errorf("%q = %+v", tc.in, c)
+		}
+	}
+}
+
+func TestState(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(); !errors.Is(err, ErrNoBackup) {
+		t.Fatalf("fresh Device() = %v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "device_info"), []byte("unprovisioned"), 0o600)
+	if _, err := s.Device(); !errors.Is(err, ErrNoBackup) {
+		t.Fatalf("unprovisioned Device() = %v", err)
+	}
+	d := &Device{HubName: "example.azure-devices.net", GatewayHost: "example.azure-devices.net", DeviceID: "my-device"}
+	if err := s.SetDevice(d); err != nil {
+		t.Fatal(err)
+	}
+	// The backup directory of aziot-api.md §8.5's example.
+	want := filepath.Join(dir, "modules", "fdf196a2efcfa0b66c902b9752b36dcba4d7faa37057565a30dc5e7353c9f1a2-d0db066789a1abacafee5d79e45dfdf4e21a35802403df05fbfdb3c65de64a3a")
+	if got := filepath.Dir(s.ModulePath(d, "m/1")); got != want {
+		t.Fatalf("module dir = %s", got)
+	}
+	if !strings.HasPrefix(filepath.Base(s.ModulePath(d, "m/1")), "m_1-") {
+		t.Fatalf("module file = %s", s.ModulePath(d, "m/1"))
+	}
+	m := &Module{ModuleID: "m/1", DeviceID: "my-device", GenerationID: "g1",
+		Authentication: &Authentication{Type: "sas", SymmetricKey: &SymmetricKey{PrimaryKey: "secret"}}}
+	if err := s.PutModule(d, m); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(s.ModulePath(d, "m/1"))
+	if strings.Contains(string(b), "secret") {
+		t.Fatal("a module backup holds its keys")
+	}
+	got, err := s.GetModule(d, "m/1")
+	if err != nil || got.GenerationID != "g1" {
+		t.Fatalf("GetModule = %+v, %v", got, err)
+	}
+	if ms, _ := s.Modules(d); len(ms) != 1 {
+		t.Fatalf("Modules = %v", ms)
+	}
+	if err := s.SetPrevState(&PrevState{HubName: d.HubName, DeviceID: d.DeviceID, Modules: []string{"b", "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := s.PrevState(); err != nil || strings.Join(p.Modules, ",") != "a,b" {
+		t.Fatalf("PrevState = %+v, %v", p, err)
+	}
+	// Another device wipes the previous device's backups.
+	if err := s.SetDevice(&Device{HubName: "other", GatewayHost: "other", DeviceID: "my-device"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetModule(d, "m/1"); err == nil {
+		t.Fatal("the previous device's backup survived a device change")
+	}
+	if err := s.ClearDevice(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Device(); !errors.Is(err, ErrNoBackup) {
+		t.Fatalf("after ClearDevice: %v", err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "modules")); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("modules dir mode %v", fi.Mode())
+	}
+}
