@@ -13,6 +13,8 @@ import (
 // (a Go module importing encoding/json and crypto/x509 through the guest
 // package, about 5 MB): ms/op is reported for each.
 
+var quiet = slog.New(slog.DiscardHandler)
+
 func reportMS(b *testing.B, start time.Time) {
 	b.ReportMetric(float64(time.Since(start).Microseconds())/1000/float64(b.N), "ms/op")
 }
@@ -29,7 +31,7 @@ func BenchmarkModuleCompileCold(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		h, err := New(Options{})
+		h, err := New(Options{Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -47,7 +49,7 @@ func BenchmarkModuleCompileCached(b *testing.B) {
 	cfg := benchConfig(b)
 	ctx := context.Background()
 	cache := filepath.Join(b.TempDir(), "cache")
-	warm, _ := New(Options{CacheDir: cache})
+	warm, _ := New(Options{CacheDir: cache, Logger: quiet})
 	if err := warm.Load(ctx, []ModuleConfig{cfg}); err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +57,7 @@ func BenchmarkModuleCompileCached(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		h, err := New(Options{CacheDir: cache})
+		h, err := New(Options{CacheDir: cache, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -72,7 +74,7 @@ func BenchmarkModuleCompileCached(b *testing.B) {
 func BenchmarkModuleRunEmptyJob(b *testing.B) {
 	cfg := benchConfig(b)
 	ctx := context.Background()
-	h, _ := New(Options{CacheDir: sharedCache(b), Logger: slog.New(slog.DiscardHandler)})
+	h, _ := New(Options{CacheDir: sharedCache(b), Logger: quiet})
 	defer h.Close(ctx)
 	if err := h.Load(ctx, []ModuleConfig{cfg}); err != nil {
 		b.Fatal(err)
@@ -94,7 +96,7 @@ func BenchmarkModuleRunEmptyJob(b *testing.B) {
 func BenchmarkModuleRunEmptyJobNative(b *testing.B) {
 	cfg := benchConfig(b)
 	ctx := context.Background()
-	h, _ := New(Options{CacheDir: sharedCache(b), Logger: slog.New(slog.DiscardHandler)})
+	h, _ := New(Options{CacheDir: sharedCache(b), Logger: quiet})
 	defer h.Close(ctx)
 	if err := h.Load(ctx, []ModuleConfig{cfg}); err != nil {
 		b.Fatal(err)
@@ -118,7 +120,7 @@ func BenchmarkModuleHostCall(b *testing.B) {
 	cfg := benchConfig(b)
 	cfg.Limits.MaxLogBytes = 1
 	ctx := context.Background()
-	h, _ := New(Options{CacheDir: sharedCache(b), Logger: slog.New(slog.DiscardHandler)})
+	h, _ := New(Options{CacheDir: sharedCache(b), Logger: quiet})
 	defer h.Close(ctx)
 	if err := h.Load(ctx, []ModuleConfig{cfg}); err != nil {
 		b.Fatal(err)
