@@ -1,0 +1,64 @@
+package identityd
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/warden-iot/warden/broker/config"
+	"github.com/warden-iot/warden/conformance/emulator"
+)
+
+func TestManualProvisioning(t *testing.T) {
+	r := newRig(t, emulator.Options{})
+	hd, err := r.emu.AddHubDevice(emulator.HubDevice{DeviceID: "manual-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(r.keyFS, "device.key")
+	raw, _ := (&config.SymmetricKey{Value: hd.PrimaryKey}).Bytes()
+	os.WriteFile(keyFile, raw, 0o600)
+	hub := hd.IoTHub
+	tests := []struct {
+		name string
+		prov *config.Provisioning
+	}{
+		{"connection string", &config.Provisioning{Source: "manual",
+			ConnectionString: "HostName=" + hub + ";DeviceId=manual-1;SharedAccessKey=" + hd.PrimaryKey}},
+		{"symmetric key by value", &config.Provisioning{Source: "manual", IothubHostname: hub, DeviceID: "manual-1",
+			Authentication: &config.ManualAuthentication{Method: "sas", DeviceIDPK: &config.SymmetricKey{Value: hd.PrimaryKey}}}},
+		{"symmetric key by file URI", &config.Provisioning{Source: "manual", IothubHostname: hub, DeviceID: "manual-1",
+			Authentication: &config.ManualAuthentication{Method: "sas", DeviceIDPK: &config.SymmetricKey{URI: "file://" + keyFile}}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r.dir = t.TempDir()
+			r.openKeys(t, nil)
+			cfg := r.dpsConfig("", "", "hp")
+			cfg.Provisioning = tc.prov
+			s, err := r.server(t, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := s.DeviceIdentity(context.Background())
+			if err != nil || id.Spec.HubName != hub || id.Spec.DeviceID != "manual-1" || id.Spec.Auth.Type != "sas" {
+				t.Fatalf("device identity = %+v, %v", id, err)
+			}
+			if got := moduleIDs(r, s.Device()); !slices.Contains(got, "hp") {
+				t.Fatalf("hub modules = %v", got)
+			}
+		})
+	}
+	// Not provisioned: device identity not found.
+	r.dir = t.TempDir()
+	r.openKeys(t, nil)
+	s, err := r.server(t, &config.Config{Provisioning: &config.Provisioning{Source: "none"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeviceIdentity(context.Background()); err != ErrDeviceNotFound {
+		t.Fatalf("source none: %v", err)
+	}
+}
