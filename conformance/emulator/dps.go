@@ -76,6 +76,7 @@ type registration struct {
 	x509        *x509Enrollment // or its enrollment CA
 	assign      Assignment
 	needed      int
+	assigning   bool // allocation under way
 	state       *registrationState
 	ek, srk     []byte
 }
@@ -305,9 +306,17 @@ func (e *Emulator) poll(w http.ResponseWriter, r *http.Request, scope, regID, op
 	}
 	e.mu.Lock()
 	reg.Polls++
-	if reg.state == nil && reg.Polls > reg.needed {
-		e.assignLocked(reg)
+	due := reg.state == nil && !reg.assigning && reg.Polls > reg.needed
+	reg.assigning = reg.assigning || due
+	e.mu.Unlock()
+	if due {
+		// Allocation (a user hook) and TPM key making run unlocked.
+		out := e.allocate(reg)
+		e.mu.Lock()
+		e.applyLocked(reg, out)
+		e.mu.Unlock()
 	}
+	e.mu.Lock()
 	op := operation{OperationID: reg.OperationID, Status: reg.Status, RegistrationState: reg.state}
 	if reg.state == nil {
 		op.RegistrationState = &registrationState{RegistrationID: regID, Status: "assigning",
@@ -341,10 +350,17 @@ func (e *Emulator) checkPollAuth(r *http.Request, scope string, reg *registratio
 	return VerifySAS(tok, scope+"/registrations/"+reg.RegistrationID, "registration", e.opts.Now(), reg.keys...)
 }
 
-// assignLocked finishes a registration: allocation, the hub device, and
-// the assigned (or failed) registration state.
-func (e *Emulator) assignLocked(reg *registration) {
-	now := e.opts.Now().UTC().Format(time.RFC3339Nano)
+// allocation is the outcome of allocate.
+type allocation struct {
+	Allocation
+	tpm     *tpmState
+	hubKeys []string
+	err     error
+}
+
+// allocate decides a registration: custom allocation, then for TPM a fresh
+// hub key. It runs without the lock.
+func (e *Emulator) allocate(reg *registration) allocation {
 	def := Allocation{IoTHub: reg.assign.IoTHub, DeviceID: reg.assign.DeviceID, Payload: reg.assign.Payload}
 	if def.IoTHub == "" {
 		def.IoTHub = e.opts.HubHostname
@@ -355,30 +371,36 @@ func (e *Emulator) assignLocked(reg *registration) {
 	if def.Payload == nil {
 		def.Payload = reg.Payload
 	}
-	alloc, err := def, error(nil)
+	out := allocation{Allocation: def, hubKeys: reg.keys}
 	if e.opts.Allocate != nil {
-		alloc, err = e.opts.Allocate(AllocationRequest{RegistrationID: reg.RegistrationID, Attestation: reg.attestation, Payload: reg.Payload, Default: def})
+		out.Allocation, out.err = e.opts.Allocate(AllocationRequest{RegistrationID: reg.RegistrationID, Attestation: reg.attestation, Payload: reg.Payload, Default: def})
 	}
-	if err == nil && (alloc.IoTHub == "" || alloc.DeviceID == "") {
-		err = errors.New("custom allocation returned no hub or device ID")
+	if out.err == nil && (out.IoTHub == "" || out.DeviceID == "") {
+		out.err = errors.New("custom allocation returned no hub or device ID")
 	}
-	var tpmKey *tpmState
-	hubKeys := reg.keys
-	if err == nil && reg.attestation == "tpm" && !e.opts.TPMSameHubKey {
-		act, aerr := NewTPMActivation(rand.Reader, reg.ek, reg.srk)
-		if aerr != nil {
-			err = fmt.Errorf("TPM hub key: %w", aerr)
+	if out.err == nil && reg.attestation == "tpm" && !e.opts.TPMSameHubKey {
+		act, err := NewTPMActivation(rand.Reader, reg.ek, reg.srk)
+		if err != nil {
+			out.err = fmt.Errorf("TPM hub key: %w", err)
 		} else {
-			tpmKey = &tpmState{AuthenticationKey: base64.StdEncoding.EncodeToString(act.Blob)}
-			hubKeys = []string{base64.StdEncoding.EncodeToString(act.Key)}
+			out.tpm = &tpmState{AuthenticationKey: base64.StdEncoding.EncodeToString(act.Blob)}
+			out.hubKeys = []string{base64.StdEncoding.EncodeToString(act.Key)}
 		}
 	}
-	if err != nil {
+	return out
+}
+
+// applyLocked finishes a registration: the hub device and the assigned (or
+// failed) registration state.
+func (e *Emulator) applyLocked(reg *registration, out allocation) {
+	now := e.opts.Now().UTC().Format(time.RFC3339Nano)
+	if out.err != nil {
 		reg.Status = "failed"
 		reg.state = &registrationState{RegistrationID: reg.RegistrationID, Status: "failed", ErrorCode: 400209,
-			ErrorMessage: err.Error(), LastUpdatedUTC: now}
+			ErrorMessage: out.err.Error(), LastUpdatedUTC: now}
 		return
 	}
+	alloc, hubKeys, tpmKey := out.Allocation, out.hubKeys, out.tpm
 	dev := e.deviceLocked(alloc.IoTHub, alloc.DeviceID)
 	substatus := "initialAssignment"
 	if dev.Registrations > 0 {
