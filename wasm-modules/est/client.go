@@ -193,7 +193,7 @@ func (c *client) credential(ctx context.Context, res *estjob.Result) (credential
 // request is one EST HTTP request through the host.
 func (c *client) request(method, op string, body []byte, cred credential) *guest.HTTPRequest {
 	j := c.job
-	h := map[string][]string{}
+	h := map[string][]string{"User-Agent": {"warden-est/" + version}}
 	if j.Username != "" || j.Password != "" {
 		h["Authorization"] = []string{"Basic " + base64.StdEncoding.EncodeToString([]byte(j.Username+":"+j.Password))}
 	}

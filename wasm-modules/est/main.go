@@ -22,6 +22,10 @@ import (
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
 
+// version names the build (set with -ldflags "-X main.version=…"); it is
+// sent as the User-Agent.
+var version = "dev"
+
 func main() { guest.Run(handle) }
 
 // handle runs one EST job.

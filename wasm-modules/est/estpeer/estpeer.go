@@ -88,6 +88,9 @@ func Start(t testing.TB, o Options) *Server {
 	if o.Dir == "" {
 		o.Dir = t.TempDir()
 	}
+	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if o.Username == "" {
 		o.Username, o.Password = "estuser", "estpwd"
 	}
