@@ -2,7 +2,14 @@ package conformance
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -31,7 +38,7 @@ func nodeSDK(t *testing.T) (node, dir string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, pkg := range []string{"azure-iot-provisioning-device-http", "azure-iot-security-symmetric-key", "azure-iothub"} {
+	for _, pkg := range []string{"azure-iot-provisioning-device-http", "azure-iot-security-symmetric-key", "azure-iot-security-x509", "azure-iothub"} {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules", pkg, "package.json")); err != nil {
 			missing("npm package " + pkg + " is not installed in conformance/node")
 		}
@@ -71,6 +78,8 @@ func runNode(t *testing.T, node, dir, caFile, script string, arg any) map[string
 // emulator. azure-iot-provisioning-device-http with
 // azure-iot-security-symmetric-key registers with an individual and a
 // group enrollment (payload echoed) and gets 401 with a wrong key;
+// azure-iot-security-x509 registers with a client certificate of the
+// enrollment CA and not with another CA's;
 // azure-iothub's Registry, with a device SAS, creates, gets, lists,
 // updates and deletes a module (spec/protocols.md §2.6).
 func TestEmulatorNodeSDK(t *testing.T) {
@@ -150,6 +159,29 @@ func TestEmulatorNodeSDK(t *testing.T) {
 			}
 		}
 	})
+	t.Run("x509", func(t *testing.T) {
+		tmp := t.TempDir()
+		ca, caKey := nodeTestCA(t, "node enrollment CA")
+		if err := em.AddX509Enrollment(emulator.X509Enrollment{Name: "node", CAPEM: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}))}); err != nil {
+			t.Fatal(err)
+		}
+		stranger, strangerKey := nodeTestCA(t, "stranger")
+		for _, tc := range []struct {
+			name   string
+			issuer *x509.Certificate
+			key    *ecdsa.PrivateKey
+			ok     bool
+		}{{"enrolled CA", ca, caKey, true}, {"other CA", stranger, strangerKey, false}} {
+			certFile, keyFile := nodeLeaf(t, tmp, tc.name, "node-x509", tc.issuer, tc.key)
+			res := runNode(t, node, dir, caFile, "register_x509.js", with("registrationId", "node-x509", "certFile", certFile, "keyFile", keyFile))
+			if ok, _ := res["ok"].(bool); ok != tc.ok {
+				t.Fatalf("%s: ok=%v: %v", tc.name, ok, res)
+			}
+			if r, _ := res["result"].(map[string]any); tc.ok && (r["status"] != "assigned" || r["deviceId"] != "node-x509") {
+				t.Fatalf("%s: %v", tc.name, r)
+			}
+		}
+	})
 	t.Run("registry", func(t *testing.T) {
 		dev, err := em.AddHubDevice(emulator.HubDevice{DeviceID: "node-edge"})
 		if err != nil {
@@ -196,4 +228,35 @@ func TestEmulatorNodeSDK(t *testing.T) {
 			}
 		}
 	})
+}
+
+// nodeTestCA is a CA for X.509 enrollments.
+func nodeTestCA(t *testing.T, cn string) (*x509.Certificate, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := x509.ParseCertificate(der)
+	return c, key
+}
+
+// nodeLeaf writes a client certificate for cn issued by ca, and its key.
+func nodeLeaf(t *testing.T, dir, name, cn string, ca *x509.Certificate, caKey *ecdsa.PrivateKey) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: cn}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p8, _ := x509.MarshalPKCS8PrivateKey(key)
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8}), 0o600)
+	return certFile, keyFile
 }

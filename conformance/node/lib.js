@@ -1,4 +1,5 @@
 'use strict';
+const https = require('https');
 // Shared helpers of the Node SDK scripts run by conformance/emulator_node_test.go.
 
 // portAware returns a subclass of an azure-iot HTTP base class whose requests
@@ -12,7 +13,15 @@ function portAware(HttpBase, port) {
       }
       if (!options) {
         options = { port };
-      } else if (typeof options === 'object' && !options.port && !options.cert && !options.key) {
+      } else if (typeof options === 'object' && (options.cert || options.key)) {
+        // X.509 options and request options cannot be combined: pass the
+        // client certificate through a request function instead.
+        const x = options;
+        options = {
+          port,
+          request: (o, cb) => https.request(Object.assign(o, { cert: x.cert, key: x.key, passphrase: x.passphrase }), cb),
+        };
+      } else if (typeof options === 'object' && !options.port) {
         options = Object.assign({ port }, options);
       }
       return super.buildRequest(method, path, headers, host, options, done);
