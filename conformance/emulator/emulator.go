@@ -61,13 +61,14 @@ type Options struct {
 // own test CA. Create it with New, then Start; all methods are safe for
 // concurrent use.
 type Emulator struct {
-	opts   Options
-	caPEM  []byte
-	tlsCfg *tls.Config
-	ln     net.Listener
-	srv    *http.Server
-	closed chan struct{}
-	once   sync.Once
+	opts    Options
+	caPEM   []byte
+	tlsCfg  *tls.Config
+	ln      net.Listener
+	srv     *http.Server
+	closed  chan struct{}
+	once    sync.Once
+	started sync.Once
 
 	mu            sync.Mutex
 	individual    map[string]*SymmetricEnrollment // by registration ID
@@ -131,18 +132,21 @@ func New(opts Options) (*Emulator, error) {
 
 // Start serves HTTPS until ctx is done or Close is called. It returns at
 // once; errors of the server after that are logged through Options.Logf.
+// Calling it again only adds ctx as another way to stop.
 func (e *Emulator) Start(ctx context.Context) error {
 	select {
 	case <-e.closed:
 		return errors.New("emulator: closed")
 	default:
 	}
-	go func() {
-		err := e.srv.Serve(tls.NewListener(e.ln, e.tlsCfg))
-		if err != nil && !errors.Is(err, http.ErrServerClosed) {
-			e.logf("emulator: serve: %v", err)
-		}
-	}()
+	e.started.Do(func() {
+		go func() {
+			err := e.srv.Serve(tls.NewListener(e.ln, e.tlsCfg))
+			if err != nil && !errors.Is(err, http.ErrServerClosed) {
+				e.logf("emulator: serve: %v", err)
+			}
+		}()
+	})
 	go func() {
 		select {
 		case <-ctx.Done():

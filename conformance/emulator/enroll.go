@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"time"
 )
@@ -244,7 +245,7 @@ func (e *Emulator) deviceLocked(hub, id string) *device {
 	return d
 }
 
-// Devices lists the devices on all hubs.
+// Devices lists the devices on all hubs, sorted by hub and device ID.
 func (e *Emulator) Devices() []Device {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -252,6 +253,12 @@ func (e *Emulator) Devices() []Device {
 	for _, d := range e.devices {
 		out = append(out, d.Device)
 	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].IoTHub != out[j].IoTHub {
+			return out[i].IoTHub < out[j].IoTHub
+		}
+		return out[i].DeviceID < out[j].DeviceID
+	})
 	return out
 }
 
@@ -269,7 +276,8 @@ type Registration struct {
 	Polls int
 }
 
-// Registrations lists the DPS registrations seen.
+// Registrations lists the DPS registrations seen (the latest operation
+// of each registration ID), sorted by registration ID.
 func (e *Emulator) Registrations() []Registration {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -277,5 +285,6 @@ func (e *Emulator) Registrations() []Registration {
 	for _, r := range e.registrations {
 		out = append(out, r.Registration)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].RegistrationID < out[j].RegistrationID })
 	return out
 }

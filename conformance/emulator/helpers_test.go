@@ -12,7 +12,7 @@ import (
 )
 
 // start runs an emulator for one test.
-func start(t *testing.T, opts Options) *Emulator {
+func start(t testing.TB, opts Options) *Emulator {
 	t.Helper()
 	em, err := New(opts)
 	if err != nil {
@@ -34,7 +34,7 @@ type reply struct {
 }
 
 // call sends one request with an optional Authorization and JSON body.
-func call(t *testing.T, c *http.Client, method, url, auth string, body any, hdr ...string) reply {
+func call(t testing.TB, c *http.Client, method, url, auth string, body any, hdr ...string) reply {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -68,7 +68,7 @@ func call(t *testing.T, c *http.Client, method, url, auth string, body any, hdr 
 }
 
 // dpsSAS is an aziot-style DPS token.
-func dpsSAS(t *testing.T, em *Emulator, regID, key string) string {
+func dpsSAS(t testing.TB, em *Emulator, regID, key string) string {
 	t.Helper()
 	tok, err := NewSASToken(key, em.IDScope()+"/registrations/"+regID, time.Now().Add(time.Minute), "registration")
 	if err != nil {
@@ -87,7 +87,7 @@ func opURL(em *Emulator, regID, opID string) string {
 
 // provision registers and polls until the status is no longer assigning;
 // it returns the final poll and the number of polls.
-func provision(t *testing.T, em *Emulator, c *http.Client, regID, auth string, payload any) (reply, int) {
+func provision(t testing.TB, em *Emulator, c *http.Client, regID, auth string, payload any) (reply, int) {
 	t.Helper()
 	body := map[string]any{"registrationId": regID}
 	if payload != nil {
@@ -118,7 +118,7 @@ func state(r reply) map[string]any {
 }
 
 // hubSAS is a device (or module) SAS for the emulator's default hub.
-func hubSAS(t *testing.T, em *Emulator, resource, key string) string {
+func hubSAS(t testing.TB, em *Emulator, resource, key string) string {
 	t.Helper()
 	tok, err := NewSASToken(key, em.HubHostname()+"/"+resource, time.Now().Add(time.Minute), "")
 	if err != nil {
