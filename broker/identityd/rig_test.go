@@ -79,6 +79,7 @@ type rig struct {
 	host  *host.Host
 	dir   string
 	keyFS string
+	certs certMap
 }
 
 func newRig(t *testing.T, opts emulator.Options) *rig {
@@ -93,12 +94,12 @@ func newRig(t *testing.T, opts emulator.Options) *rig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { emu.Close() })
-	r := &rig{emu: emu, dir: t.TempDir()}
+	r := &rig{emu: emu, dir: t.TempDir(), certs: certMap{CloudTrustCertID: emu.CACertPEM()}}
 	r.keyFS = filepath.Join(r.dir, "keys-src")
 	os.MkdirAll(r.keyFS, 0o700)
 	r.openKeys(t, nil)
 	h, err := host.New(host.Options{CacheDir: filepath.Join(os.TempDir(), "identityd-test-module-cache"),
-		Keys: r.keys, Certs: certMap{CloudTrustCertID: emu.CACertPEM()}, Decider: allowAll{},
+		Keys: r.keys, Certs: r.certs, Decider: allowAll{},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
