@@ -26,6 +26,9 @@ import (
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
 
+// version names the build in the module's log (set with -ldflags -X).
+var version = "dev"
+
 func main() { guest.Run(handle) }
 
 // handle runs one registration job.
@@ -92,7 +95,7 @@ func (c *client) url(parts ...string) string {
 }
 
 func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
-	log := guest.Logger(ctx).With("registration_id", c.job.RegistrationID)
+	log := guest.Logger(ctx).With("registration_id", c.job.RegistrationID, "version", version)
 	body := map[string]any{"registrationId": c.job.RegistrationID}
 	if len(c.job.Payload) > 0 && string(c.job.Payload) != "null" {
 		body["payload"] = c.job.Payload
