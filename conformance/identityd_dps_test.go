@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-iot/warden/client/identityd"
+	"github.com/warden-iot/warden/client/keyd"
 	"github.com/warden-iot/warden/conformance/emulator"
 	"github.com/warden-iot/warden/identity"
 )
@@ -223,6 +225,36 @@ func TestIdentityDPSGroupEnrollment(t *testing.T) {
 	if err := r.emu.VerifyModuleSAS(hub, "conf-dev-1", "agent-b", identity.Token(sr, sig.Signature, se, "")); err != nil {
 		t.Fatalf("the hub refused the module's SAS token: %v", err)
 	}
+
+	// The Go client, as local root: device, modules, provisioning, and a
+	// module SAS token minted through keyd that the hub accepts.
+	t.Run("client", func(t *testing.T) {
+		ctx := context.Background()
+		c := identityd.New(idd)
+		defer c.Close()
+		k := keyd.New(d.socket("keyd"))
+		defer k.Close()
+		if dv, err := c.Identity(ctx); err != nil || dv.Spec.DeviceID != "conf-dev-1" || dv.Spec.ModuleID != "" {
+			t.Fatalf("Identity = %+v, %v", dv, err)
+		}
+		if p, err := c.Provisioning(ctx); err != nil || p.Source != "dps" || p.RegistrationID != "conf-dev-1" {
+			t.Fatalf("Provisioning = %+v, %v", p, err)
+		}
+		if ms, err := c.Modules(ctx); err != nil || len(ms) != 2 || ms[0].Spec.Auth != nil {
+			t.Fatalf("Modules = %+v, %v", ms, err)
+		}
+		m, err := c.Module(ctx, "hostproc-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := identityd.SASToken(ctx, k, m, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.emu.VerifyModuleSAS(hub, "conf-dev-1", "hostproc-1", tok); err != nil {
+			t.Fatalf("the hub refused %s: %v", tok, err)
+		}
+	})
 
 	// A principal removed from the config loses its module on SIGHUP.
 	if err := os.WriteFile(d.cfgPath, []byte(baseConfig(d.dir)+r.extra()), 0o600); err != nil {
