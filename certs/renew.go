@@ -192,8 +192,10 @@ func (s *Scheduler) Run(ctx context.Context, run func(ctx context.Context, id st
 	}
 }
 
-// entryHeap orders entries by time.
+// entryHeap orders entries by time (container/heap.Interface).
 type entryHeap []*entry
+
+// Len, Less, Swap, Push and Pop implement heap.Interface.
 
 func (h entryHeap) Len() int           { return len(h) }
 func (h entryHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }

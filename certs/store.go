@@ -26,7 +26,10 @@ import (
 // (the module host's cert store interface) recognise it.
 type notFound struct{}
 
-func (notFound) Error() string        { return "not found" }
+// Error is aziot's cause text.
+func (notFound) Error() string { return "not found" }
+
+// Is matches fs.ErrNotExist.
 func (notFound) Is(target error) bool { return target == fs.ErrNotExist }
 
 // Errors of the store.

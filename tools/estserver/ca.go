@@ -54,6 +54,7 @@ type caError struct {
 	retryAfter int
 }
 
+// StatusCode, Error and RetryAfter implement est.Error.
 func (e caError) StatusCode() int { return e.status }
 func (e caError) Error() string   { return e.desc }
 func (e caError) RetryAfter() int { return e.retryAfter }

@@ -168,7 +168,8 @@ func serverCert(ca *testCA) (tls.Certificate, error) {
 
 func parseIP(s string) net.IP { return net.ParseIP(s) }
 
-// stdLogger is est.Logger over the standard logger.
+// stdLogger is est.Logger over the standard logger; its methods implement
+// that interface.
 type stdLogger struct{}
 
 func (stdLogger) Errorf(format string, args ...interface{}) { log.Printf("ERROR "+format, args...) }
