@@ -188,6 +188,10 @@ func TestIdentityDPSGroupEnrollment(t *testing.T) {
 		{"I8 update", 0, "PUT", "/identities/modules/adhoc?api-version=2022-08-01&type=aziot", `{}`, 200, `"keyHandle"`},
 		{"I9 delete", 0, "DELETE", "/identities/modules/adhoc?api-version=2022-08-01&type=aziot", "", 204, ""},
 		{"I7 deleted module", 0, "GET", "/identities/modules/adhoc?api-version=2022-08-01&type=aziot", "", 404, "Hub client error"},
+		{"I3 host process", uidB, "POST", "/identities/device/reprovision?api-version=2021-12-01", `{"type":"aziot"}`, 401, "authorization error"},
+		{"I3", 0, "POST", "/identities/device/reprovision?api-version=2021-12-01", `{"type":"aziot"}`, 204, ""},
+		{"I3 without a body", 0, "POST", "/identities/device/reprovision?api-version=2021-12-01", "", 204, ""},
+		{"I1 after reprovision", 0, "GET", "/identities/identity?api-version=2021-12-01", "", 200, `"deviceId":"conf-dev-1"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
