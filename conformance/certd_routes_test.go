@@ -279,3 +279,35 @@ func TestCertdChainsOpenSSL(t *testing.T) {
 		}
 	}
 }
+
+// TestCertdFrameworkCases: the route-dependent cases of aziot-api.md §15.1
+// on certd's /certificates (framework_test.go lists certd without a route).
+func TestCertdFrameworkCases(t *testing.T) {
+	d := startDaemon(t, "")
+	v := "?api-version=" + certdVersion
+	jsonCT := map[string]string{"Content-Type": "application/json"}
+	text := map[string]string{"Content-Type": "text/plain"}
+	cases := []struct {
+		name    string
+		req     request
+		status  int
+		message string
+	}{
+		{"wrong method", request{Method: "GET", Target: "/certificates" + v}, 400, "method not allowed"},
+		{"DELETE", request{Method: "DELETE", Target: "/certificates" + v}, 400, "method not allowed"},
+		{"malformed JSON", request{Method: "POST", Target: "/certificates" + v, Header: jsonCT, Body: `{"a":`}, 422, ""},
+		{"POST text/plain is no body", request{Method: "POST", Target: "/certificates" + v, Header: text, Body: "{}"}, 400, "missing request body"},
+		{"PUT text/plain", request{Method: "PUT", Target: "/certificates/x" + v, Header: text, Body: "{}"}, 415, "request body must be application/json"},
+		{"PUT empty JSON body", request{Method: "PUT", Target: "/certificates/x" + v, Header: jsonCT}, 422, ""},
+		{"old api-version", request{Method: "GET", Target: "/certificates/x?api-version=2021-05-01"}, 400, `invalid api-version "2021-05-01"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.req.Socket = d.socket("certd")
+			r := do(t, tc.req)
+			if r.Status != tc.status || (tc.message != "" && r.message() != tc.message) {
+				t.Fatalf("%d %s, want %d %q", r.Status, r.Body, tc.status, tc.message)
+			}
+		})
+	}
+}
