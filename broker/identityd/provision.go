@@ -279,10 +279,10 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 	if a.RegistrationID != nil {
 		regID = a.RegistrationID.Name
 	}
-	if regID == "" {
-		return nil, &CloudError{Client: "DPS", Err: errors.New("X.509 attestation needs registration_id (the certificate's CN is not read yet)")}
-	}
 	cred := credentialOf(p)
+	if regID == "" && cred.kind != "x509" {
+		return nil, &CloudError{Client: "DPS", Err: errors.New("attestation needs registration_id")}
+	}
 	job := dpsjob.Job{Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope, RegistrationID: regID,
 		TLS: s.tlsOptions(s.cfg, cred), PollMS: s.opts.PollMS, ThrottleMS: s.opts.ThrottleMS}
 	timeout := s.jobTimeout(s.cfg)

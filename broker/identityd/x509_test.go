@@ -51,7 +51,8 @@ func TestDPSX509(t *testing.T) {
 	}
 	r.certs[DeviceKeyID] = append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...)
 	cfg := r.dpsConfig("x509-dev", "", "xmod")
-	cfg.Provisioning.Attestation = &config.Attestation{Method: "x509", RegistrationID: &config.RegistrationID{Name: "x509-dev"},
+	// No registration_id: the module reads the certificate's CN.
+	cfg.Provisioning.Attestation = &config.Attestation{Method: "x509",
 		IdentityCert: &config.CertSource{Ref: DeviceKeyID}, IdentityPK: DeviceKeyID}
 	s, err := r.server(t, cfg)
 	if err != nil {

@@ -14,7 +14,9 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/url"
@@ -41,14 +43,42 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	if err != nil {
 		return nil, guest.Errorf(guest.CodeInvalid, "%v", err)
 	}
+	if job.RegistrationID == "" && job.TLS != nil && job.TLS.ClientCertID != "" {
+		cn, err := certCN(ctx, job.TLS.ClientCertID)
+		if err != nil {
+			return nil, err
+		}
+		job.RegistrationID = cn
+	}
 	if job.ScopeID == "" || job.RegistrationID == "" {
-		return nil, guest.Errorf(guest.CodeInvalid, "the job needs scope_id and registration_id")
+		return nil, guest.Errorf(guest.CodeInvalid, "the job needs scope_id and registration_id (or an X.509 client certificate with a CN)")
 	}
 	if job.APIVersion == "" {
 		job.APIVersion = dpsjob.DefaultAPIVersion
 	}
 	c := &client{job: &job, base: base}
 	return c.register(ctx)
+}
+
+// certCN is the subject CN of the first certificate of cert store ID id:
+// X.509 attestation's default registration ID.
+func certCN(ctx context.Context, id string) (string, error) {
+	p, err := guest.GetCert(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("registration ID from certificate %s: %w", id, err)
+	}
+	b, _ := pem.Decode([]byte(p))
+	if b == nil {
+		return "", guest.Errorf(guest.CodeInvalid, "certificate %s is not PEM", id)
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return "", guest.Errorf(guest.CodeInvalid, "certificate %s: %v", id, err)
+	}
+	if c.Subject.CommonName == "" {
+		return "", guest.Errorf(guest.CodeInvalid, "certificate %s has no CN", id)
+	}
+	return c.Subject.CommonName, nil
 }
 
 // baseURL keeps the endpoint's scheme, host and port.
@@ -135,7 +165,7 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 				return nil, guest.Errorf(dpsjob.CodeResponse, "operation: assigned without assignedHub and deviceId")
 			}
 			log.Info("assigned", "hub", rs.AssignedHub, "device_id", rs.DeviceID, "polls", polls)
-			return &dpsjob.Result{AssignedHub: rs.AssignedHub, DeviceID: rs.DeviceID, Payload: rs.Payload,
+			return &dpsjob.Result{RegistrationID: c.job.RegistrationID, AssignedHub: rs.AssignedHub, DeviceID: rs.DeviceID, Payload: rs.Payload,
 				Polls: polls, Throttled: c.throttled}, nil
 		case "failed", "disabled", "blacklisted":
 			msg := ""

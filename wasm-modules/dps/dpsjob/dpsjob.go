@@ -36,8 +36,9 @@ type Job struct {
 	Endpoint string `json:"endpoint"`
 	// ScopeID is the ID scope.
 	ScopeID string `json:"scope_id"`
-	// RegistrationID is the device's registration ID.
-	RegistrationID string `json:"registration_id"`
+	// RegistrationID is the device's registration ID; empty with an X.509
+	// client certificate means its subject CN.
+	RegistrationID string `json:"registration_id,omitempty"`
 	// APIVersion defaults to DefaultAPIVersion.
 	APIVersion string `json:"api_version,omitempty"`
 	// Authorization is the SAS token header value for symmetric-key
@@ -61,6 +62,8 @@ type Job struct {
 
 // Result is an assignment.
 type Result struct {
+	// RegistrationID is the registration ID used.
+	RegistrationID string `json:"registration_id"`
 	// AssignedHub is the IoT Hub host name.
 	AssignedHub string `json:"assigned_hub"`
 	// DeviceID is the device's ID on the hub.
