@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"fmt"
 
@@ -233,4 +234,44 @@ func caCSR(signer crypto.Signer, cn string) (*x509.CertificateRequest, error) {
 		return nil, err
 	}
 	return x509.ParseCertificateRequest(der)
+}
+
+// EnsureIssued issues certificate id when it does not exist and
+// [cert_issuance.<id>] (or an issuance table) says how, as aziot's
+// identityd does for the device identity before provisioning: key pair
+// keyID is created (ec-p256, else rsa-2048) unless it exists, and a CSR
+// with the options' common name or subject (else CN = id) and
+// extendedKeyUsage clientAuth is issued. It returns whether it issued.
+func (s *Server) EnsureIssued(ctx context.Context, id, keyID string) (bool, error) {
+	if s.store.Exists(id) {
+		return false, nil
+	}
+	o, ok := s.settings.Load().opts[id]
+	if !ok {
+		return false, fmt.Errorf("certd: certificate %q does not exist and has no issuance options", id)
+	}
+	if err := s.keys.CreateKeyPair(ctx, keyID, hsm.ParsePreferredAlgorithms("ec-p256:rsa-2048:*")); err != nil {
+		return false, fmt.Errorf("certd: key pair %q: %w", keyID, err)
+	}
+	signer, err := s.keys.Signer(ctx, keyID)
+	if err != nil {
+		return false, fmt.Errorf("certd: key pair %q: %w", keyID, err)
+	}
+	cn := o.commonName
+	if cn == "" && len(o.subject) == 0 {
+		cn = id
+	}
+	subj, err := certs.Subject(cn, o.subject)
+	if err != nil {
+		return false, fmt.Errorf("certd: certificate %q: %w", id, err)
+	}
+	der, err := certs.NewCSR(signer, certs.CSROptions{Subject: subj, ClientAuth: true})
+	if err != nil {
+		return false, err
+	}
+	csrPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	if _, err := s.Issue(ctx, id, csrPEM, nil); err != nil {
+		return false, fmt.Errorf("certd: issue %q: %w", id, err)
+	}
+	return true, nil
 }

@@ -268,3 +268,36 @@ func TestRecoverRotation(t *testing.T) {
 		t.Fatal("stale temp key kept or key changed")
 	}
 }
+
+// TestEnsureIssued: a missing device identity with an issuance table is
+// issued once, with its key created; an existing one is left alone.
+func TestEnsureIssued(t *testing.T) {
+	e := newEnv(t, `
+[cert_issuance.local_ca]
+cert = { method = "self_signed", common_name = "CA", expiry_days = 365 }
+
+[provisioning]
+source = "manual"
+iothub_hostname = "hub.example"
+device_id = "dev"
+
+[provisioning.authentication]
+method = "x509"
+identity_cert = { method = "local_ca", common_name = "my-device" }
+`)
+	ctx := context.Background()
+	issued, err := e.server.EnsureIssued(ctx, DeviceID, DeviceID)
+	if err != nil || !issued {
+		t.Fatalf("issued %v, %v", issued, err)
+	}
+	leaf, _ := e.server.leaf(DeviceID)
+	if leaf.Subject.CommonName != "my-device" || !samePublicKey(leaf.PublicKey, e.publicKey(DeviceID)) {
+		t.Fatalf("device-id %v", leaf.Subject)
+	}
+	if issued, err := e.server.EnsureIssued(ctx, DeviceID, DeviceID); err != nil || issued {
+		t.Fatalf("second call issued %v, %v", issued, err)
+	}
+	if _, err := e.server.EnsureIssued(ctx, "unconfigured", "unconfigured"); err == nil {
+		t.Fatal("no options, no error")
+	}
+}
