@@ -27,6 +27,9 @@ func (s *Server) hub(ctx context.Context, dev *identity.Device, op, moduleID str
 	if len(keys) == 2 {
 		job.PrimaryKey, job.SecondaryKey = keys[0], keys[1]
 	}
+	if cred.kind == "tpm" {
+		job.TPM, job.HubName = true, dev.HubName
+	}
 	if cred.kind == "sas" {
 		tok, err := s.token(ctx, identity.HubAudience(dev.HubName, dev.DeviceID), "", hubTimeout)
 		if err != nil {

@@ -19,7 +19,8 @@ import (
 
 // credential is how the device authenticates to DPS and the hub.
 type credential struct {
-	// kind is "sas" (DeviceKeyID) or "x509" (certID + keyID over TLS).
+	// kind is "sas" (DeviceKeyID), "x509" (certID + keyID over TLS) or
+	// "tpm" (the TPM auth key, used by the modules).
 	kind   string
 	certID string
 	keyID  string
@@ -32,6 +33,8 @@ func credentialOf(p *config.Provisioning) credential {
 		return x509Credential(p.Authentication.IdentityCert, p.Authentication.IdentityPK)
 	case p.Source == "dps" && p.Attestation != nil && p.Attestation.Method == "x509":
 		return x509Credential(p.Attestation.IdentityCert, p.Attestation.IdentityPK)
+	case p.Source == "dps" && p.Attestation != nil && p.Attestation.Method == "tpm":
+		return credential{kind: "tpm"}
 	}
 	return credential{kind: "sas", keyID: DeviceKeyID}
 }
@@ -272,9 +275,6 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 	if a == nil {
 		return nil, errors.New("dps: no attestation")
 	}
-	if a.Method == "tpm" {
-		return nil, &CloudError{Client: "DPS", Err: errors.New("TPM attestation is not supported yet")}
-	}
 	regID := ""
 	if a.RegistrationID != nil {
 		regID = a.RegistrationID.Name
@@ -284,7 +284,7 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 		return nil, &CloudError{Client: "DPS", Err: errors.New("attestation needs registration_id")}
 	}
 	job := dpsjob.Job{Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope, RegistrationID: regID,
-		TLS: s.tlsOptions(s.cfg, cred), PollMS: s.opts.PollMS, ThrottleMS: s.opts.ThrottleMS}
+		TLS: s.tlsOptions(s.cfg, cred), PollMS: s.opts.PollMS, ThrottleMS: s.opts.ThrottleMS, TPM: cred.kind == "tpm"}
 	timeout := s.jobTimeout(s.cfg)
 	if cred.kind == "sas" {
 		tok, err := s.token(ctx, identity.DPSAudience(p.IDScope, regID), "registration", timeout)

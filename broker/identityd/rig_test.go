@@ -84,6 +84,12 @@ type rig struct {
 
 func newRig(t *testing.T, opts emulator.Options) *rig {
 	t.Helper()
+	return newRigTPM(t, opts, nil)
+}
+
+// newRigTPM is newRig with a TPM for the modules.
+func newRigTPM(t *testing.T, opts emulator.Options, tpm host.TPM) *rig {
+	t.Helper()
 	wasm := buildModules(t)
 	ctx := context.Background()
 	emu, err := emulator.New(opts)
@@ -99,7 +105,7 @@ func newRig(t *testing.T, opts emulator.Options) *rig {
 	os.MkdirAll(r.keyFS, 0o700)
 	r.openKeys(t, nil)
 	h, err := host.New(host.Options{CacheDir: filepath.Join(os.TempDir(), "identityd-test-module-cache"),
-		Keys: r.keys, Certs: r.certs, Decider: allowAll{},
+		Keys: r.keys, Certs: r.certs, TPM: tpm, Decider: allowAll{},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

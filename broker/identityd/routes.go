@@ -54,7 +54,7 @@ func (s *Server) DeviceIdentity(ctx context.Context) (*Identity, error) {
 	spec := &AziotSpec{HubName: dev.HubName, GatewayHost: dev.GatewayHost, DeviceID: dev.DeviceID}
 	p := s.cfg.Provisioning
 	switch c := credentialOf(p); {
-	case p.Source == "dps" && p.Attestation != nil && p.Attestation.Method == "tpm":
+	case c.kind == "tpm":
 		spec.Auth = &Auth{Type: "tpm"}
 	case c.kind == "x509":
 		h, err := s.opts.Handles.Issue(ctx, hsm.KeyRef{Kind: hsm.KindKeyPair, ID: c.keyID})

@@ -15,6 +15,7 @@ package main
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -24,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/warden-iot/warden/identity"
 	"github.com/warden-iot/warden/wasm-modules/dps/dpsjob"
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -103,11 +105,15 @@ type response struct {
 	RegistrationState *registration   `json:"registrationState"`
 	ErrorCode         json.RawMessage `json:"errorCode"`
 	ErrorMessage      string          `json:"errorMessage"`
+	AuthenticationKey string          `json:"authenticationKey"`
 	Code              json.RawMessage `json:"code"`
 	Message           string          `json:"message"`
 }
 
 type registration struct {
+	TPM *struct {
+		AuthenticationKey string `json:"authenticationKey"`
+	} `json:"tpm"`
 	RegistrationID string          `json:"registrationId"`
 	AssignedHub    string          `json:"assignedHub"`
 	DeviceID       string          `json:"deviceId"`
@@ -130,8 +136,14 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 	if len(c.job.Payload) > 0 && string(c.job.Payload) != "null" {
 		body["payload"] = c.job.Payload
 	}
+	regURL := c.url(c.job.ScopeID, "registrations", c.job.RegistrationID, "register")
+	if c.job.TPM {
+		if err := c.tpmChallenge(ctx, body, regURL); err != nil {
+			return nil, err
+		}
+	}
 	b, _ := json.Marshal(body)
-	status, resp, hdr, err := c.do(ctx, "PUT", c.url(c.job.ScopeID, "registrations", c.job.RegistrationID, "register"), b)
+	status, resp, hdr, err := c.do(ctx, "PUT", regURL, b)
 	if err != nil {
 		return nil, err
 	}
@@ -164,6 +176,11 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 			if rs == nil || rs.AssignedHub == "" || rs.DeviceID == "" {
 				return nil, guest.Errorf(dpsjob.CodeResponse, "operation: assigned without assignedHub and deviceId")
 			}
+			if c.job.TPM && rs.TPM != nil && rs.TPM.AuthenticationKey != "" {
+				if err := c.importKey(ctx, rs.TPM.AuthenticationKey); err != nil {
+					return nil, err
+				}
+			}
 			log.Info("assigned", "hub", rs.AssignedHub, "device_id", rs.DeviceID, "polls", polls)
 			return &dpsjob.Result{RegistrationID: c.job.RegistrationID, AssignedHub: rs.AssignedHub, DeviceID: rs.DeviceID, Payload: rs.Payload,
 				Polls: polls, Throttled: c.throttled}, nil
@@ -177,6 +194,49 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 			return nil, guest.Errorf(dpsjob.CodeResponse, "operation: unknown status %q", op.Status)
 		}
 	}
+}
+
+// tpmChallenge is TPM attestation's first round: register with the EK and
+// SRK and no Authorization; DPS answers 401 with the auth key encrypted to
+// the TPM, which is imported; then tokens are signed with it.
+func (c *client) tpmChallenge(ctx context.Context, body map[string]any, regURL string) error {
+	keys, err := guest.TPMKeys(ctx)
+	if err != nil {
+		return fmt.Errorf("TPM keys: %w", err)
+	}
+	body["tpm"] = map[string]string{"endorsementKey": base64.StdEncoding.EncodeToString(keys.EndorsementKey),
+		"storageRootKey": base64.StdEncoding.EncodeToString(keys.StorageRootKey)}
+	b, _ := json.Marshal(body)
+	c.job.Authorization = ""
+	status, resp, _, err := c.do(ctx, "PUT", regURL, b)
+	if err != nil {
+		return err
+	}
+	if status != 401 || resp.AuthenticationKey == "" {
+		return guest.Errorf(dpsjob.CodeResponse, "TPM challenge: DPS answered %d without an authenticationKey", status)
+	}
+	if err := c.importKey(ctx, resp.AuthenticationKey); err != nil {
+		return err
+	}
+	sr := identity.EncodeSR(identity.DPSAudience(c.job.ScopeID, c.job.RegistrationID))
+	se := time.Now().Add(time.Hour).Unix()
+	sig, err := guest.TPMSign(ctx, identity.StringToSign(sr, se))
+	if err != nil {
+		return fmt.Errorf("TPM sign: %w", err)
+	}
+	c.job.Authorization = identity.Token(sr, sig, se, "registration")
+	return nil
+}
+
+func (c *client) importKey(ctx context.Context, b64 string) error {
+	blob, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return guest.Errorf(dpsjob.CodeResponse, "TPM authenticationKey is not base64: %v", err)
+	}
+	if err := guest.TPMImportAuthKey(ctx, blob); err != nil {
+		return fmt.Errorf("TPM import of the auth key: %w", err)
+	}
+	return nil
 }
 
 // wait is the delay before the next poll: Retry-After (capped), else the

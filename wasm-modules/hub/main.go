@@ -15,6 +15,9 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"time"
+
+	"github.com/warden-iot/warden/identity"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
 	"github.com/warden-iot/warden/wasm-modules/hub/hubjob"
@@ -44,6 +47,15 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	}
 	if job.APIVersion == "" {
 		job.APIVersion = hubjob.DefaultAPIVersion
+	}
+	if job.TPM {
+		sr := identity.EncodeSR(identity.HubAudience(job.HubName, job.DeviceID))
+		se := time.Now().Add(time.Hour).Unix()
+		sig, err := guest.TPMSign(ctx, identity.StringToSign(sr, se))
+		if err != nil {
+			return nil, fmt.Errorf("TPM sign: %w", err)
+		}
+		job.Authorization = identity.Token(sr, sig, se, "")
 	}
 	base := u.Scheme + "://" + u.Host + "/devices/" + escape(job.DeviceID) + "/modules"
 	one := base + "/" + escape(job.ModuleID)

@@ -45,6 +45,11 @@ type Job struct {
 	// attestation, minted by the broker (the key never enters the
 	// module); empty for X.509 (TLS client certificate in TLS).
 	Authorization string `json:"authorization,omitempty"`
+	// TPM selects TPM attestation: the module reads the EK and SRK
+	// (tpm.keys), answers DPS's 401 challenge by importing the auth key
+	// (tpm.import_auth_key) and signs its SAS tokens with it (tpm.sign);
+	// a new key in the assignment is imported too. Authorization is unused.
+	TPM bool `json:"tpm,omitempty"`
 	// Payload is the custom allocation payload (omitted when empty).
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// TLS is the host's TLS settings: trust anchors and, for X.509, the

@@ -50,6 +50,11 @@ type Job struct {
 	// Authorization is the device's SAS token (minted by the broker);
 	// empty with X.509 (TLS client certificate in TLS).
 	Authorization string `json:"authorization,omitempty"`
+	// TPM makes the module sign the device's SAS token with the TPM auth
+	// key (tpm.sign) for HubName; Authorization is then unused.
+	TPM bool `json:"tpm,omitempty"`
+	// HubName is the hub's host name, the token's audience with TPM.
+	HubName string `json:"hub_name,omitempty"`
 	// PrimaryKey and SecondaryKey are the module's SAS keys (base64) for
 	// OpSetKeys.
 	PrimaryKey   string `json:"primary_key,omitempty"`
