@@ -401,7 +401,10 @@ func (b *Broker) Modules() *host.Host { return b.modules }
 // "hub". Provisioning that fails without a backup stops wardend.
 func (b *Broker) openIdentity(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
 	s, err := identityd.New(b.guard, cfg, identityd.Options{Keys: b.keys, Handles: hsm.NewHandles(b.keys),
-		Modules: b.modules, StateDir: filepath.Join(cfg.Warden.StateDir, "identity"), Logger: logger})
+		Modules: b.modules, StateDir: filepath.Join(cfg.Warden.StateDir, "identity"), Logger: logger,
+		Issue: func(ctx context.Context, id string, csrPEM []byte) ([]byte, error) {
+			return b.certd.Issue(ctx, id, csrPEM, nil)
+		}})
 	if err != nil {
 		return err
 	}

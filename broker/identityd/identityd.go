@@ -63,6 +63,8 @@ type Options struct {
 	// StateDir is identityd's directory (<state_dir>/identity).
 	StateDir string
 	Logger   *slog.Logger
+	// Issue issues local identities' certificates (certd); nil refuses them.
+	Issue Issuer
 	// PollMS and ThrottleMS go to DPS jobs (tests set them small); zero
 	// values keep aziot's timings.
 	PollMS     int

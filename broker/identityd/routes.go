@@ -316,7 +316,22 @@ func (s *Server) createModule(w http.ResponseWriter, r *http.Request) {
 	switch *b.Type {
 	case "aziot":
 	case "local":
-		api.WriteError(w, r, s.log, api.InvalidParameter("type", errors.New("local identities are not supported yet")))
+		var opts struct {
+			Type       string `json:"type"`
+			Attributes string `json:"attributes"`
+		}
+		if len(b.LocalIDOpts) > 0 && string(b.LocalIDOpts) != "null" {
+			if err := json.Unmarshal(b.LocalIDOpts, &opts); err != nil {
+				api.WriteError(w, r, s.log, &api.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
+				return
+			}
+		}
+		id, err := s.CreateLocal(r.Context(), *b.ModuleID, opts.Attributes == "server")
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, id)
 		return
 	default:
 		api.WriteError(w, r, s.log, api.InvalidParameter("type", fmt.Errorf("invalid type: %s", *b.Type)))
@@ -340,7 +355,12 @@ func (s *Server) getModule(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if t == "local" {
-		api.WriteError(w, r, s.log, api.InvalidParameter("type", errors.New("local identities are not supported yet")))
+		id, err := s.GetLocal(r.Context(), id)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		api.WriteJSON(w, http.StatusOK, id)
 		return
 	}
 	s.writeIdentity(w, r, func() (*Identity, error) { return s.ModuleIdentity(r.Context(), id) })
