@@ -62,3 +62,16 @@ func TestManualProvisioning(t *testing.T) {
 		t.Fatalf("source none: %v", err)
 	}
 }
+
+// TestReloadWithoutProvisioning: a reload that removes [provisioning]
+// leaves the device unprovisioned instead of failing.
+func TestReloadWithoutProvisioning(t *testing.T) {
+	r := newRig(t, emulator.Options{})
+	s, _ := started(t, r, "m1")
+	if err := s.Reload(context.Background(), &config.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DeviceIdentity(context.Background()); err != ErrDeviceNotFound {
+		t.Fatalf("after reload without provisioning: %v", err)
+	}
+}

@@ -29,6 +29,7 @@ type credential struct {
 // credentialOf returns the device credential of cfg's provisioning.
 func credentialOf(p *config.Provisioning) credential {
 	switch {
+	case p == nil:
 	case p.Source == "manual" && p.Authentication != nil && p.Authentication.Method == "x509":
 		return x509Credential(p.Authentication.IdentityCert, p.Authentication.IdentityPK)
 	case p.Source == "dps" && p.Attestation != nil && p.Attestation.Method == "x509":
@@ -120,6 +121,10 @@ func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.cfg = cfg
+	if p := cfg.Provisioning; p == nil || p.Source == "none" {
+		s.device = nil // no longer provisioned; the backups stay on disk
+		return nil
+	}
 	if s.device == nil {
 		return nil
 	}
