@@ -41,13 +41,23 @@ func Build() (string, error) {
 			buildPath = p
 			return
 		}
+		// Test binaries of several packages may build at once, and one may
+		// be running the binary: build to a private name, then rename over
+		// bin/estserver (atomic; a running server keeps its inode).
 		root := RepoRoot()
 		buildPath = filepath.Join(root, "bin", "estserver")
-		cmd := exec.Command("go", "build", "-o", buildPath, "./estserver")
+		tmp := filepath.Join(root, "bin", ".estserver-"+strconv.Itoa(os.Getpid()))
+		cmd := exec.Command("go", "build", "-o", tmp, "./estserver")
 		cmd.Dir = filepath.Join(root, "tools")
 		cmd.Env = append(os.Environ(), "GOWORK=off")
 		if out, err := cmd.CombinedOutput(); err != nil {
+			os.Remove(tmp)
 			buildErr = fmt.Errorf("build tools/estserver: %v\n%s", err, out)
+			return
+		}
+		if err := os.Rename(tmp, buildPath); err != nil {
+			os.Remove(tmp)
+			buildErr = fmt.Errorf("install %s: %w", buildPath, err)
 		}
 	})
 	return buildPath, buildErr
