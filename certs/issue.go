@@ -235,7 +235,7 @@ func Issue(csr *x509.CertificateRequest, issuer *x509.Certificate, signer crypto
 		// x509.CreateCertificate adds AKID = the issuer's SKID unless the
 		// copied CSR extensions carry one.
 		parent = issuer
-	} else if !samePublicKey(signer.Public(), csr.PublicKey) {
+	} else if !SamePublicKey(signer.Public(), csr.PublicKey) {
 		return nil, errors.New("certs: a self-signed certificate must be signed by the CSR's own key")
 	}
 	tmpl.SignatureAlgorithm = signatureAlgorithm(signer.Public())
@@ -273,7 +273,8 @@ func KeyID(pub crypto.PublicKey) ([]byte, error) {
 	return sum[:], nil
 }
 
-func samePublicKey(a, b crypto.PublicKey) bool {
+// SamePublicKey reports whether a and b are the same public key.
+func SamePublicKey(a, b crypto.PublicKey) bool {
 	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }

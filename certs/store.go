@@ -7,8 +7,6 @@
 package certs
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -16,8 +14,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
+	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/internal/atomicfile"
 )
 
@@ -100,22 +100,11 @@ func (s *Store) SetPreloaded(p map[string]Preloaded) {
 // Dir is the directory of dynamic certificates.
 func (s *Store) Dir() string { return s.dir }
 
-// FileName is aziot's file name for cert ID id: the ASCII alphanumerics of
-// id, "-", the hex SHA-256 of id, and ".cer" (keyd's naming, hsm.KeyFileName,
-// with the certificate extension).
+// FileName is aziot's file name for cert ID id: keyd's key file name
+// (hsm.KeyFileName: the ASCII alphanumerics of id, "-", the hex SHA-256 of
+// id) with ".cer" in place of ".key".
 func FileName(id string) string {
-	sum := sha256.Sum256([]byte(id))
-	b := make([]byte, 0, len(id)+1+2*len(sum)+len(".cer"))
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			b = append(b, c)
-		}
-	}
-	b = append(b, '-')
-	b = hex.AppendEncode(b, sum[:])
-	b = append(b, ".cer"...)
-	return string(b)
+	return strings.TrimSuffix(hsm.KeyFileName(id), ".key") + ".cer"
 }
 
 func checkID(id string) error {

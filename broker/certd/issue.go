@@ -136,7 +136,7 @@ func (s *Server) signLocal(id string, csr *x509.CertificateRequest, issuer *x509
 		}
 		io.Subject = subj
 	}
-	if issuer == nil && !samePublicKey(signer.Public(), csr.PublicKey) {
+	if issuer == nil && !certs.SamePublicKey(signer.Public(), csr.PublicKey) {
 		return nil, api.InvalidParameter("csr", errors.New("the CSR's key is not the key pair of the self-signed certificate"))
 	}
 	der, err := certs.Issue(csr, issuer, signer, io)
@@ -144,11 +144,6 @@ func (s *Server) signLocal(id string, csr *x509.CertificateRequest, issuer *x509
 		return nil, api.Internal(fmt.Errorf("cert %q: %w", id, err))
 	}
 	return append(certs.EncodePEM(der), issuerPEM...), nil
-}
-
-func samePublicKey(a, b crypto.PublicKey) bool {
-	k, ok := a.(interface{ Equal(crypto.PublicKey) bool })
-	return ok && k.Equal(b)
 }
 
 // localCA returns the local CA's certificate, chain PEM and signer. An
@@ -178,7 +173,7 @@ func (s *Server) localCA(ctx context.Context, st *settings) (*x509.Certificate, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if !samePublicKey(signer.Public(), chain[0].PublicKey) {
+	if !certs.SamePublicKey(signer.Public(), chain[0].PublicKey) {
 		return nil, nil, nil, fmt.Errorf("key %q does not match certificate %q", st.localCAKey, st.localCACert)
 	}
 	return chain[0], caPEM, signer, nil

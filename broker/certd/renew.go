@@ -148,7 +148,7 @@ func (s *Server) renewOne(ctx context.Context, spec renewSpec, old *x509.Certifi
 	if err != nil {
 		return err
 	}
-	if !samePublicKey(signer.Public(), parsed[0].PublicKey) {
+	if !certs.SamePublicKey(signer.Public(), parsed[0].PublicKey) {
 		return errors.New("the renewed certificate is not for the CSR's key")
 	}
 	if err := s.store.Put(spec.certID, chain); err != nil {
@@ -235,7 +235,7 @@ func (s *Server) recoverRotations(ctx context.Context) {
 			continue
 		}
 		leaf, err := s.leaf(spec.certID)
-		if err == nil && samePublicKey(pub, leaf.PublicKey) {
+		if err == nil && certs.SamePublicKey(pub, leaf.PublicKey) {
 			if err := s.keys.MoveKeyPair(ctx, temp, spec.keyID); err != nil {
 				s.log.Error("renewal recovery: moving the rotated key failed", "cert", spec.certID, "err", err)
 				continue

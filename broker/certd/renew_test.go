@@ -160,9 +160,9 @@ func TestRenewESTIdentity(t *testing.T) {
 	switch {
 	case job.Op != estjob.OpReenroll || job.IdentityCertID != "est-id" || job.IdentityKeyID != "est-id":
 		t.Fatalf("job %+v", job)
-	case !samePublicKey(e.publicKey("est-id"), renewed.PublicKey):
+	case !certs.SamePublicKey(e.publicKey("est-id"), renewed.PublicKey):
 		t.Fatal("renewed certificate is not for the key est-id")
-	case samePublicKey(oldPub, renewed.PublicKey):
+	case certs.SamePublicKey(oldPub, renewed.PublicKey):
 		t.Fatal("key not rotated")
 	case e.publicKey("est-id-temp") != nil:
 		t.Fatal("temp key left behind")
@@ -179,7 +179,7 @@ func TestRenewESTIdentity(t *testing.T) {
 		at, ok := e.server.NextRenewal("est-id")
 		return ok && at.Before(renewed.NotAfter) && time.Until(at) <= 400*time.Millisecond
 	})
-	if l, _ := e.server.leaf("est-id"); l.SerialNumber.Cmp(renewed.SerialNumber) != 0 || !samePublicKey(keyBefore, e.publicKey("est-id")) {
+	if l, _ := e.server.leaf("est-id"); l.SerialNumber.Cmp(renewed.SerialNumber) != 0 || !certs.SamePublicKey(keyBefore, e.publicKey("est-id")) {
 		t.Fatal("a failed renewal changed the certificate or key")
 	}
 	if e.publicKey("est-id-temp") != nil {
@@ -240,7 +240,7 @@ identity_cert = { method = "local_ca", common_name = "dev", auto_renew = { rotat
 	old := chain(t, string(first))[0]
 	e.server.renewScheduled(context.Background(), DeviceID)
 	now, _ := e.server.leaf(DeviceID)
-	if now.SerialNumber.Cmp(old.SerialNumber) == 0 || !samePublicKey(now.PublicKey, old.PublicKey) ||
+	if now.SerialNumber.Cmp(old.SerialNumber) == 0 || !certs.SamePublicKey(now.PublicKey, old.PublicKey) ||
 		now.Subject.CommonName != "dev" || len(now.ExtKeyUsage) != 1 || now.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
 		t.Fatalf("renewed %v", now.Subject)
 	}
@@ -258,13 +258,13 @@ func TestRecoverRotation(t *testing.T) {
 	e.keyPair("est-id")
 	e.server.recoverRotations(context.Background())
 	l, _ := e.server.leaf("est-id")
-	if !samePublicKey(e.publicKey("est-id"), l.PublicKey) || e.publicKey("est-id-temp") != nil {
+	if !certs.SamePublicKey(e.publicKey("est-id"), l.PublicKey) || e.publicKey("est-id-temp") != nil {
 		t.Fatal("rotation not finished")
 	}
 	// A stale temp key the certificate does not use is deleted.
 	e.keys.CreateKeyPair(context.Background(), "est-id-temp", []hsm.Algorithm{hsm.ECP256})
 	e.server.recoverRotations(context.Background())
-	if e.publicKey("est-id-temp") != nil || !samePublicKey(e.publicKey("est-id"), l.PublicKey) {
+	if e.publicKey("est-id-temp") != nil || !certs.SamePublicKey(e.publicKey("est-id"), l.PublicKey) {
 		t.Fatal("stale temp key kept or key changed")
 	}
 }
@@ -291,7 +291,7 @@ identity_cert = { method = "local_ca", common_name = "my-device" }
 		t.Fatalf("issued %v, %v", issued, err)
 	}
 	leaf, _ := e.server.leaf(DeviceID)
-	if leaf.Subject.CommonName != "my-device" || !samePublicKey(leaf.PublicKey, e.publicKey(DeviceID)) {
+	if leaf.Subject.CommonName != "my-device" || !certs.SamePublicKey(leaf.PublicKey, e.publicKey(DeviceID)) {
 		t.Fatalf("device-id %v", leaf.Subject)
 	}
 	if issued, err := e.server.EnsureIssued(ctx, DeviceID, DeviceID); err != nil || issued {

@@ -2,9 +2,10 @@ package certd
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 
 	"github.com/warden-iot/warden/broker/config"
@@ -146,13 +147,13 @@ func resolve(cfg *config.Config) *settings {
 			s.keyRef(DeviceID, pk)
 		}
 	}
-	for _, id := range sortedKeys(ci.Certs) {
+	for _, id := range slices.Sorted(maps.Keys(ci.Certs)) {
 		o := ci.Certs[id]
 		s.opts[id] = s.options(id, &o, urls, global)
 	}
 	// Every EST identity certificate renews with the EST identity policy,
 	// at the URL of the first certificate (by ID) that enrolls with it.
-	for _, id := range sortedKeys(s.opts) {
+	for _, id := range slices.Sorted(maps.Keys(s.opts)) {
 		o := s.opts[id]
 		if o.method != "est" || o.auth.identityCert == "" {
 			continue
@@ -283,13 +284,4 @@ func renewalPolicy(a config.AutoRenew) certs.RenewalPolicy {
 		p.Retry = d.Retry
 	}
 	return p
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
