@@ -245,12 +245,13 @@ func (s *settings) certRef(id, ref string) string {
 }
 
 // keyRef returns the key ID of a reference: an ID as it is, a URI
-// preloaded under id (unless [preloaded_keys] already has id).
+// preloaded under id (unless [preloaded_keys] already has id), id itself
+// when ref is empty.
 func (s *settings) keyRef(id, ref string) string {
-	if ref == "" || !config.IsURI(ref) {
-		if ref == "" {
-			return id
-		}
+	switch {
+	case ref == "":
+		return id
+	case !config.IsURI(ref):
 		return ref
 	}
 	if _, explicit := s.preloadedKeys[id]; !explicit {
