@@ -56,6 +56,8 @@ func identityModules(t *testing.T) string {
 type identityRig struct {
 	emu   *emulator.Emulator
 	extra func(modules ...string) string
+	// modulesAndTrust is the [warden.modules.*] and cloud-trust part alone.
+	modulesAndTrust func() string
 }
 
 func newIdentityRig(t *testing.T) *identityRig {
@@ -83,7 +85,8 @@ func newIdentityRig(t *testing.T) *identityRig {
 		p := filepath.Join(mods, m+".wasm")
 		moduleTOML += fmt.Sprintf("[warden.modules.%s]\npath = %q\nsha256 = %q\negress = [\"localhost\"]\n\n", m, p, fileSHA256(t, p))
 	}
-	return &identityRig{emu: emu, extra: func(principals ...string) string {
+	trustTOML := fmt.Sprintf("[preloaded_certs]\ncloud-trust = \"file://%s\"\n\n", caPath)
+	return &identityRig{emu: emu, modulesAndTrust: func() string { return moduleTOML + trustTOML }, extra: func(principals ...string) string {
 		s := fmt.Sprintf(`
 [provisioning]
 source = "dps"

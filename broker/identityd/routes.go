@@ -231,7 +231,10 @@ func (s *Server) provisioning(w http.ResponseWriter, r *http.Request) {
 		if credentialOf(p).kind == "x509" {
 			auth = "x509"
 		}
-		api.WriteJSON(w, http.StatusOK, map[string]any{"source": "manual", "auth": auth})
+		api.WriteJSON(w, http.StatusOK, struct {
+			Source string `json:"source"`
+			Auth   string `json:"auth"`
+		}{"manual", auth})
 	default:
 		a := p.Attestation
 		out := dpsInfo{Source: "dps", Auth: a.Method, Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope}
