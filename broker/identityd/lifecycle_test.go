@@ -3,10 +3,13 @@ package identityd
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/conformance/emulator"
 	"github.com/warden-iot/warden/wasm-modules/hub/hubjob"
 )
@@ -157,4 +160,38 @@ func registers(r *rig) int {
 		}
 	}
 	return n
+}
+
+// TestCustomAllocationPayload: the configured payload file goes to DPS,
+// and custom allocation can place the device.
+func TestCustomAllocationPayload(t *testing.T) {
+	var got []byte
+	r := newRig(t, emulator.Options{Allocate: func(req emulator.AllocationRequest) (emulator.Allocation, error) {
+		got = req.Payload
+		a := req.Default
+		a.DeviceID = "allocated-" + req.RegistrationID
+		a.Payload = []byte(`{"welcome":true}`)
+		return a, nil
+	}})
+	en, err := r.emu.AddSymmetricEnrollment(emulator.SymmetricEnrollment{RegistrationID: "dev-pl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(r.dir, "payload.json")
+	os.WriteFile(path, []byte(`{"modelId":"dtmi:warden:sample;1"}`), 0o600)
+	cfg := r.dpsConfig("dev-pl", en.PrimaryKey)
+	cfg.Provisioning.Payload = &config.Payload{URI: "file://" + path}
+	s, err := r.server(t, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != `{"modelId":"dtmi:warden:sample;1"}` {
+		t.Fatalf("DPS got payload %s", got)
+	}
+	if d := s.Device(); d.DeviceID != "allocated-dev-pl" {
+		t.Fatalf("device = %+v", d)
+	}
+	if string(s.payload) != `{"welcome":true}` {
+		t.Fatalf("returned payload = %s", s.payload)
+	}
 }
