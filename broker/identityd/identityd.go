@@ -69,6 +69,9 @@ type Options struct {
 	// values keep aziot's timings.
 	PollMS     int
 	ThrottleMS []int
+	// RetryDelayMS is the wait before a transport retry (cloud_retries);
+	// 0 keeps aziot's 3 s.
+	RetryDelayMS int
 }
 
 // Server is the identity service.

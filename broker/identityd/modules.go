@@ -23,7 +23,7 @@ func (s *Server) hub(ctx context.Context, dev *identity.Device, op, moduleID str
 	cfg := s.cfg
 	cred := credentialOf(cfg.Provisioning)
 	job := hubjob.Job{Op: op, URL: "https://" + dev.GatewayHost, DeviceID: dev.DeviceID, ModuleID: moduleID,
-		TLS: s.tlsOptions(cfg, cred)}
+		TLS: s.tlsOptions(cfg, cred), Retries: cfg.CloudRetries, RetryDelayMS: s.opts.RetryDelayMS}
 	if len(keys) == 2 {
 		job.PrimaryKey, job.SecondaryKey = keys[0], keys[1]
 	}

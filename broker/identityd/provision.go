@@ -289,7 +289,8 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 		return nil, &CloudError{Client: "DPS", Err: errors.New("attestation needs registration_id")}
 	}
 	job := dpsjob.Job{Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope, RegistrationID: regID,
-		TLS: s.tlsOptions(s.cfg, cred), PollMS: s.opts.PollMS, ThrottleMS: s.opts.ThrottleMS, TPM: cred.kind == "tpm"}
+		TLS: s.tlsOptions(s.cfg, cred), PollMS: s.opts.PollMS, ThrottleMS: s.opts.ThrottleMS, TPM: cred.kind == "tpm",
+		Retries: s.cfg.CloudRetries, RetryDelayMS: s.opts.RetryDelayMS}
 	timeout := s.jobTimeout(s.cfg)
 	if cred.kind == "sas" {
 		tok, err := s.token(ctx, identity.DPSAudience(p.IDScope, regID), "registration", timeout)

@@ -134,6 +134,7 @@ func TestRegister(t *testing.T) {
 		{"429 twice then through", r.job("dev-g", derived), &emulator.Fault{Op: emulator.OpRegister, Status: 429, Count: 2}, "", 1, "dev-g"},
 		{"429 storm", r.job("dev-g", derived), &emulator.Fault{Op: emulator.OpRegister, Status: 429}, dpsjob.CodeThrottled, 0, ""},
 		{"500 on poll is network", r.job("dev-g", derived), &emulator.Fault{Op: emulator.OpPoll, Status: 500}, dpsjob.CodeNetwork, 0, ""},
+		{"a dropped connection is retried (cloud_retries)", retrying(r.job("dev-g", derived)), &emulator.Fault{Op: emulator.OpRegister, Drop: true, Count: 1}, "", 1, "dev-g"},
 		{"dropped connection is network", r.job("dev-g", derived), &emulator.Fault{Op: emulator.OpRegister, Drop: true}, dpsjob.CodeNetwork, 0, ""},
 	}
 	for _, native := range []bool{false, true} {
@@ -195,4 +196,9 @@ func BenchmarkDPSProvision(b *testing.B) {
 		fmt.Printf("DPS symmetric-key provisioning (register + poll, loopback TLS, emulator, Retry-After 0): WASM module %.2f ms, "+
 			"same source native in-process %.2f ms, ratio %.2f\n", per[false], per[true], per[false]/per[true])
 	}
+}
+
+func retrying(j *dpsjob.Job) *dpsjob.Job {
+	j.Retries, j.RetryDelayMS = 1, 5
+	return j
 }

@@ -289,7 +289,7 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 		if body == nil {
 			body = []byte("{}")
 		}
-		resp, err := guest.HTTPDo(ctx, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS})
+		resp, err := retried(ctx, c.job.Retries, c.job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS})
 		if err != nil {
 			var ge *guest.Error
 			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
@@ -342,4 +342,24 @@ func snippet(b []byte) string {
 		b = b[:200]
 	}
 	return string(b)
+}
+
+// retried sends req, retrying transport failures (not denials or invalid
+// requests) retries times after delayMS (0: 3 s).
+func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest) (*guest.HTTPResponse, error) {
+	delay := 3 * time.Second
+	if delayMS > 0 {
+		delay = time.Duration(delayMS) * time.Millisecond
+	}
+	for i := 0; ; i++ {
+		resp, err := guest.HTTPDo(ctx, req)
+		var ge *guest.Error
+		if err == nil || i >= retries || errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeDeadline) {
+			return resp, err
+		}
+		guest.Logger(ctx).Warn("request failed in transport; retrying", "url", req.URL, "err", err.Error(), "wait", delay.String())
+		if serr := guest.Sleep(ctx, delay); serr != nil {
+			return nil, err
+		}
+	}
 }

@@ -144,7 +144,7 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 	if ifMatch {
 		hdr["If-Match"] = []string{"*"}
 	}
-	resp, err := guest.HTTPDo(ctx, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS})
+	resp, err := retried(ctx, job.Retries, job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS})
 	if err != nil {
 		var ge *guest.Error
 		if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
@@ -174,4 +174,23 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 		code = hubjob.CodeNotFound
 	}
 	return nil, guest.Errorf(code, "%s %s: the hub answered %d: %s", method, u, resp.Status, msg)
+}
+
+// retried sends req, retrying transport failures (not denials or invalid
+// requests) retries times after delayMS (0: 3 s).
+func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest) (*guest.HTTPResponse, error) {
+	delay := 3 * time.Second
+	if delayMS > 0 {
+		delay = time.Duration(delayMS) * time.Millisecond
+	}
+	for i := 0; ; i++ {
+		resp, err := guest.HTTPDo(ctx, req)
+		var ge *guest.Error
+		if err == nil || i >= retries || errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeDeadline) {
+			return resp, err
+		}
+		if serr := guest.Sleep(ctx, delay); serr != nil {
+			return nil, err
+		}
+	}
 }

@@ -60,6 +60,11 @@ type Job struct {
 	PollMS int `json:"poll_ms,omitempty"`
 	// MaxPollMS caps a Retry-After; 0 means 60000.
 	MaxPollMS int `json:"max_poll_ms,omitempty"`
+	// Retries is how often a request that failed in transport (connect,
+	// TLS, I/O; not an HTTP answer) is retried (cloud_retries), after
+	// RetryDelayMS (0 means 3000, aziot's).
+	Retries      int `json:"retries,omitempty"`
+	RetryDelayMS int `json:"retry_delay_ms,omitempty"`
 	// ThrottleMS is the backoff schedule after a 429 without Retry-After
 	// (one entry per retry); nil means aziot's 60, 120, 180, 300 s.
 	ThrottleMS []int `json:"throttle_ms,omitempty"`

@@ -61,6 +61,10 @@ type Job struct {
 	SecondaryKey string `json:"secondary_key,omitempty"`
 	// TLS is the host's TLS settings.
 	TLS *guest.TLSOptions `json:"tls,omitempty"`
+	// Retries is how often a request that failed in transport is retried
+	// (cloud_retries), after RetryDelayMS (0 means 3000, aziot's).
+	Retries      int `json:"retries,omitempty"`
+	RetryDelayMS int `json:"retry_delay_ms,omitempty"`
 }
 
 // Result is the registry's answer: Module for get/create/set_keys,
