@@ -281,8 +281,11 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 		return nil, errors.New("dps: no attestation")
 	}
 	regID := ""
-	if a.RegistrationID != nil {
-		regID = a.RegistrationID.Name
+	if r := a.RegistrationID; r != nil {
+		regID = r.Name
+		if regID == "" && r.Subject != nil {
+			regID = r.Subject["CN"] // a subject table names the CN
+		}
 	}
 	cred := credentialOf(p)
 	if regID == "" && cred.kind != "x509" {
