@@ -238,8 +238,11 @@ func (s *Server) provisioning(w http.ResponseWriter, r *http.Request) {
 	default:
 		a := p.Attestation
 		out := dpsInfo{Source: "dps", Auth: a.Method, Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope}
-		if a.RegistrationID != nil {
-			out.RegistrationID = a.RegistrationID.Name
+		if r := a.RegistrationID; r != nil {
+			out.RegistrationID = r.Name
+			if r.Name == "" && r.Subject != nil {
+				out.RegistrationID = r.Subject["CN"]
+			}
 		}
 		if p.Payload != nil {
 			if b, err := readPayload(p.Payload.URI); err == nil {
