@@ -195,3 +195,32 @@ func TestCustomAllocationPayload(t *testing.T) {
 		t.Fatalf("returned payload = %s", s.payload)
 	}
 }
+
+// TestModuleBackups: a hub 404 deletes the backup; with
+// prefer_module_identity_cache the backup answers first.
+func TestModuleBackups(t *testing.T) {
+	r := newRig(t, emulator.Options{})
+	s, _ := started(t, r, "cached", "gone")
+	ctx := context.Background()
+	dev := s.Device()
+	s.mu.Lock()
+	_, err := s.hub(ctx, dev, hubjob.OpDelete, "gone")
+	s.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ce *CloudError
+	if _, err := s.ModuleIdentity(ctx, "gone"); !errors.As(err, &ce) || !ce.NotFound {
+		t.Fatalf("a module deleted on the hub: %v", err)
+	}
+	if _, err := s.state.GetModule(dev, "gone"); err == nil {
+		t.Fatal("a hub 404 left the backup")
+	}
+	s.mu.Lock()
+	s.cfg.PreferModuleIdentityCache = true
+	s.mu.Unlock()
+	r.emu.InjectFault(emulator.Fault{Op: emulator.OpModuleGet, Status: 403})
+	if id, err := s.ModuleIdentity(ctx, "cached"); err != nil || id.Spec.GenID == "" {
+		t.Fatalf("cache first: %+v, %v", id, err)
+	}
+}
