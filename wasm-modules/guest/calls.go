@@ -138,8 +138,10 @@ type keySigner struct {
 	pub crypto.PublicKey
 }
 
+// Public returns the key pair's public key.
 func (s *keySigner) Public() crypto.PublicKey { return s.pub }
 
+// Sign is a keys.sign host call.
 func (s *keySigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	return Sign(s.ctx, s.id, digest, opts)
 }

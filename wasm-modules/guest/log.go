@@ -28,6 +28,7 @@ type hostHandler struct {
 // Enabled lets every level through: the host's log level filters.
 func (h *hostHandler) Enabled(context.Context, slog.Level) bool { return true }
 
+// Handle sends r as one log host call.
 func (h *hostHandler) Handle(ctx context.Context, r slog.Record) error {
 	req := LogRequest{Level: levelName(r.Level), Msg: r.Message}
 	if len(h.attrs) > 0 || r.NumAttrs() > 0 {
@@ -46,6 +47,7 @@ func (h *hostHandler) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 
+// WithAttrs returns a handler that adds as to every line.
 func (h *hostHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	n := &hostHandler{caller: h.caller, prefix: h.prefix, attrs: append([]slog.Attr(nil), h.attrs...)}
 	for _, a := range as {
@@ -57,6 +59,7 @@ func (h *hostHandler) WithAttrs(as []slog.Attr) slog.Handler {
 	return n
 }
 
+// WithGroup returns a handler that prefixes later keys with name and a dot.
 func (h *hostHandler) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return h

@@ -45,6 +45,7 @@ var ErrNoHost = &Error{Code: CodeUnavailable, Message: "no host: run the module 
 // noHost is the native build's default caller.
 type noHost struct{}
 
+// Call fails: there is no host.
 func (noHost) Call(context.Context, string, []byte) ([]byte, error) { return nil, ErrNoHost }
 
 // Run is a module's main: it reads the job from standard input, runs h,

@@ -125,6 +125,7 @@ func wasmTake(ctx context.Context, mod api.Module, stack []uint64) {
 // nativeCaller carries a natively run handler's host calls to the job.
 type nativeCaller struct{ j *job }
 
+// Call dispatches a native handler's host call as the module's.
 func (c nativeCaller) Call(ctx context.Context, op string, req []byte) ([]byte, error) {
 	resp, gerr := c.j.dispatch(ctx, op, req)
 	if f := c.j.failure(); f != nil {
@@ -244,6 +245,7 @@ type stderrWriter struct {
 
 const maxLineBytes = 4 << 10
 
+// Write logs each complete line of p.
 func (w *stderrWriter) Write(p []byte) (int, error) {
 	if !w.oom && strings.Contains(string(w.tail(p)), "out of memory") {
 		w.oom = true
@@ -292,6 +294,7 @@ type stdoutBuffer struct {
 	over bool
 }
 
+// Write keeps p, or fails once the output would pass the limit.
 func (b *stdoutBuffer) Write(p []byte) (int, error) {
 	if len(b.buf)+len(p) > b.max {
 		b.over = true
