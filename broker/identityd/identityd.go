@@ -161,7 +161,10 @@ type CloudError struct {
 	Err      error
 }
 
+// Error renders aziot's message and the cause.
 func (e *CloudError) Error() string { return e.Client + " client error: " + e.Err.Error() }
+
+// Unwrap returns the cause.
 func (e *CloudError) Unwrap() error { return e.Err }
 
 // IsNetwork reports whether err is a cloud error of the network kind.
