@@ -30,6 +30,7 @@ import (
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/hsm/pkcs11"
 	"github.com/warden-iot/warden/policy"
+	"github.com/warden-iot/warden/tpm"
 	"github.com/warden-iot/warden/wasm-modules/host"
 )
 
@@ -46,6 +47,7 @@ type Broker struct {
 	keys    *hsm.Keys
 	certd   *certd.Server
 	modules *host.Host
+	tpm     *tpm.TPM // shared by tpmd and the modules (it serialises its commands)
 	ident   *identityd.Server
 	servers []*server
 
@@ -176,7 +178,7 @@ func (b *Broker) services() map[string]*api.Service {
 		"identityd": b.ident.Service(),
 		"keyd":      keyd.New(b.keys, hsm.NewHandles(b.keys), b.guard, b.log, keydOpts).Service(),
 		"certd":     b.certd.Service(),
-		"tpmd":      tpmd.New(b.cfg.TPM, b.guard, b.log).Service(),
+		"tpmd":      tpmd.NewWithTPM(b.tpm, b.guard, b.log).Service(),
 	}
 }
 
@@ -273,6 +275,9 @@ func (b *Broker) close() {
 	if b.modules != nil {
 		b.modules.Close(context.Background())
 	}
+	if b.tpm != nil {
+		b.tpm.Close()
+	}
 	if b.dlog != nil {
 		b.dlog.Close()
 	}
@@ -360,11 +365,18 @@ func (b *Broker) Handler(socket string) http.Handler {
 // and its jobs fail; the broker serves regardless. certd runs EST jobs in
 // the module named "est".
 func (b *Broker) openModules(ctx context.Context, cfg *config.Config) error {
+	t := cfg.TPM
+	b.tpm = tpm.New(tpm.Options{TCTI: t.TCTI, AuthKeyHandle: t.AuthKeyHandle(), EndorsementAuth: t.HierarchyAuthorization.Endorsement,
+		OwnerAuth: t.HierarchyAuthorization.Owner, Logger: b.log})
+	if _, err := b.tpm.TCTI(); err != nil {
+		b.log.Error("[tpm] tcti is invalid; every tpmd request and module TPM call will fail until it is fixed", "err", err)
+	}
 	exe, _ := os.Executable()
 	h, err := host.New(host.Options{
 		CacheDir: filepath.Join(cfg.Warden.StateDir, "module-cache"),
 		Keys:     b.keys,
 		Certs:    b.certd.ModuleCerts(),
+		TPM:      b.tpm,
 		Decider:  b.engine,
 		Caller:   policy.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid()), Exe: exe},
 		Logger:   b.log,
