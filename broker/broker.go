@@ -416,7 +416,8 @@ func (b *Broker) openIdentity(ctx context.Context, cfg *config.Config, logger *s
 		Modules: b.modules, StateDir: filepath.Join(cfg.Warden.StateDir, "identity"), Logger: logger,
 		Issue: func(ctx context.Context, id string, csrPEM []byte) ([]byte, error) {
 			return b.certd.Issue(ctx, id, csrPEM, nil)
-		}})
+		},
+		CertPEM: b.certd.ModuleCerts().Get})
 	if err != nil {
 		return err
 	}

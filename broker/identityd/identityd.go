@@ -65,6 +65,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// Issue issues local identities' certificates (certd); nil refuses them.
 	Issue Issuer
+	// CertPEM reads a stored certificate (certd), for I4's registration ID
+	// of X.509 attestation without one configured; nil leaves it empty.
+	CertPEM func(ctx context.Context, id string) ([]byte, error)
 	// PollMS and ThrottleMS go to DPS jobs (tests set them small); zero
 	// values keep aziot's timings.
 	PollMS     int

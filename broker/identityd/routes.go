@@ -2,12 +2,15 @@ package identityd
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 
 	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/identity"
 )
@@ -238,12 +241,7 @@ func (s *Server) provisioning(w http.ResponseWriter, r *http.Request) {
 	default:
 		a := p.Attestation
 		out := dpsInfo{Source: "dps", Auth: a.Method, Endpoint: p.GlobalEndpoint, ScopeID: p.IDScope}
-		if r := a.RegistrationID; r != nil {
-			out.RegistrationID = r.Name
-			if r.Name == "" && r.Subject != nil {
-				out.RegistrationID = r.Subject["CN"]
-			}
-		}
+		out.RegistrationID = s.registrationID(r.Context(), p)
 		if p.Payload != nil {
 			if b, err := readPayload(p.Payload.URI); err == nil {
 				out.Payload = b
@@ -251,6 +249,35 @@ func (s *Server) provisioning(w http.ResponseWriter, r *http.Request) {
 		}
 		api.WriteJSON(w, http.StatusOK, out)
 	}
+}
+
+// registrationID is the configured DPS registration ID (a subject table's
+// CN), else for X.509 the CN of the identity certificate.
+func (s *Server) registrationID(ctx context.Context, p *config.Provisioning) string {
+	a := p.Attestation
+	if r := a.RegistrationID; r != nil {
+		if r.Name == "" && r.Subject != nil {
+			return r.Subject["CN"]
+		}
+		return r.Name
+	}
+	c := credentialOf(p)
+	if c.kind != "x509" || s.opts.CertPEM == nil {
+		return ""
+	}
+	b, err := s.opts.CertPEM(ctx, c.certID)
+	if err != nil {
+		return ""
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return ""
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return ""
+	}
+	return cert.Subject.CommonName
 }
 
 // dpsInfo is I4's DPS answer, in aziot's field order.

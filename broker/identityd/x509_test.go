@@ -65,4 +65,8 @@ func TestDPSX509(t *testing.T) {
 	if got := moduleIDs(r, s.Device()); !slices.Equal(got, []string{"xmod"}) {
 		t.Fatalf("hub modules = %v", got)
 	}
+	s.opts.CertPEM = func(ctx context.Context, id string) ([]byte, error) { return r.certs.Get(ctx, id) }
+	if got := s.registrationID(ctx, cfg.Provisioning); got != "x509-dev" {
+		t.Fatalf("I4 registration_id = %q", got)
+	}
 }
