@@ -51,7 +51,9 @@ type Error struct {
 	Message string
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message) }
+func (e *Error) Error() string {
+	return fmt.Sprintf("%d %s: %s", e.Status, http.StatusText(e.Status), e.Message)
+}
 
 // Do sends method path (path may carry a query) with in as the JSON body
 // (none when nil) and decodes a 2xx JSON answer into out (when non-nil).
