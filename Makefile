@@ -49,6 +49,7 @@ bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2000x ./policy/ ./capabilities/ ./broker/keyd/
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 3s ./conformance/
 	$(GO) test -run '^$$' -bench ESTEnroll -benchtime 3s ./wasm-modules/est/
+	$(GO) test -run '^$$' -bench DPSProvision -benchtime 3s ./wasm-modules/dps/
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./wasm-modules/host/
 
 ## estserver: the EST test peer (separate tools/ module pinning GlobalSign

@@ -42,21 +42,6 @@ ids="curl -s --unix-socket $dir/run/identityd.sock"
 identity=$($ids 'http://identityd.sock/identities/identity?api-version=2020-09-01')
 field() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p" <<<"$identity"; }
 hub=$(field hubName) device=$(field deviceId)
-cat > "$dir/module-sas.sh" <<SCRIPT
-#!/usr/bin/env bash
-# Mints an IoT Hub SAS token for your module identity: keyd signs with the
-# derived key handle (the key never leaves wardend). Needs curl and jq.
-set -euo pipefail
-id=\$(curl -s --unix-socket $dir/run/identityd.sock 'http://identityd.sock/identities/identity?api-version=2020-09-01')
-hub=\$(jq -r .spec.hubName <<<"\$id"); dev=\$(jq -r .spec.deviceId <<<"\$id"); mod=\$(jq -r .spec.moduleId <<<"\$id")
-sr=\$(tr 'A-Z' 'a-z' <<<"\$hub/devices/\$dev/modules/\$mod"); se=\$(( \$(date +%s) + 3600 ))
-msg=\$(printf '%s\n%s' "\$sr" "\$se" | base64 -w0)
-sig=\$(curl -s --unix-socket $dir/run/keyd.sock -H 'Content-Type: application/json' \\
-  -d "{\"keyHandle\":\$(jq .spec.auth.keyHandle <<<"\$id"),\"algorithm\":\"HMAC-SHA256\",\"parameters\":{\"message\":\"\$msg\"}}" \\
-  'http://keyd.sock/sign?api-version=2020-09-01' | jq -r .signature)
-echo "SharedAccessSignature sr=\$sr&sig=\$(jq -rn --arg s "\$sig" '\$s|@uri')&se=\$se"
-SCRIPT
-chmod +x "$dir/module-sas.sh"
 
 cat <<MSG
 The DPS + IoT Hub emulator serves $url (log: $dir/emulator.log).
@@ -68,12 +53,15 @@ Device $device on hub $hub. Your module identity (GET /identities/identity as ui
 
 Try, in another terminal:
   export PATH=$bin:\$PATH CFG=$dir/config.toml
-  curl -s --unix-socket $dir/run/identityd.sock 'http://identityd.sock/identities/identity?api-version=2020-09-01'
+  wardenctl identity get -c \$CFG                 # your module identity (identityd I1)
+  SAS=\$(wardenctl identity sas -c \$CFG)           # a module SAS token, signed by keyd on the derived handle
+  curl -s --cacert $dir/emulator-ca.pem -H "Authorization: \$SAS" "https://$hub/devices/$device/modules/sample-agent/twin?api-version=2021-04-12"
+  # the same under a capability token scoped to just this identity and its key:
+  CAP=\$(wardenctl token mint -c \$CFG --raw --ttl 10m --cap identity:module:sample-agent=get --cap key:aziot_identityd_master_id=sign)
+  wardenctl identity sas -c \$CFG --token "\$CAP"
+  wardenctl token introspect -c \$CFG --token "\$CAP"
   curl -s --unix-socket $dir/run/identityd.sock 'http://identityd.sock/identities/provisioning?api-version=2021-12-01'
-  TOKEN=\$($dir/module-sas.sh)          # a module SAS token signed by keyd through the derived handle
-  curl -s --cacert $dir/emulator-ca.pem -H "Authorization: \$TOKEN" "https://$hub/devices/$device/modules/sample-agent/twin?api-version=2021-04-12"
   wardenctl health -c \$CFG
-  wardenctl token mint -c \$CFG --cap key:app-1=load,sign --ttl 5m
   ls $dir/state/identity            # device_info, prev_state, module backups
   tail -f $dir/decisions.log
 

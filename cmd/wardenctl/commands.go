@@ -135,3 +135,16 @@ func printJSON(v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// tokenArg resolves a --token value: "" (none), the token itself, "-" for
+// standard input or "@FILE".
+func tokenArg(a string) (string, error) {
+	if a != "-" && !strings.HasPrefix(a, "@") {
+		return a, nil
+	}
+	b, err := readArg(a)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}

@@ -17,6 +17,8 @@ commands:
   token attenuate --token T --cap RES=OP[,OP] … [--ttl D] [--uid N] [--raw]
   token revoke (--id ID | --token T)
   token introspect --token T
+  identity get [--device] [--token T]   the caller's identity (or the device's) from identityd
+  identity sas [--ttl D] [--token T]    an IoT Hub SAS token for that identity, signed by keyd
   health                                ask wardend whether it is serving
   modules list [--json]                 the WASM modules: digest, signature, last job
   modules reload [--json]               re-read and re-verify the module files (exit 1 if one is refused)
@@ -47,6 +49,8 @@ func run(args []string) int {
 		err = tokenCmd(rest)
 	case "health":
 		err = healthCmd(rest)
+	case "identity":
+		err = identityCmd(rest)
 	case "check":
 		err = checkCmd(rest)
 	case "modules":
