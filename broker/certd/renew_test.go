@@ -138,7 +138,9 @@ method = "est"
 // renewal retries and the old certificate and key stay.
 func TestRenewESTIdentity(t *testing.T) {
 	e := newEnv(t, renewConfig)
-	f := newFakeEST(t, 3*time.Second)
+	// A 6-second lifetime leaves room for a loaded machine: the second
+	// renewal must fail and be retried before the renewed cert expires.
+	f := newFakeEST(t, 6*time.Second)
 	e.server.SetEST(f)
 	old := e.issueDirect(f, "est-id", "est-id")
 	oldPub := e.publicKey("est-id")
@@ -174,10 +176,10 @@ func TestRenewESTIdentity(t *testing.T) {
 	// stay, and a retry is scheduled 10% of the lifetime later.
 	f.setDown(true)
 	keyBefore := e.publicKey("est-id")
-	waitFor(t, 10*time.Second, "a failed attempt", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.jobs) >= 3 })
+	waitFor(t, 15*time.Second, "a failed attempt", func() bool { f.mu.Lock(); defer f.mu.Unlock(); return len(f.jobs) >= 3 })
 	waitFor(t, 5*time.Second, "the retry to be scheduled", func() bool {
 		at, ok := e.server.NextRenewal("est-id")
-		return ok && at.Before(renewed.NotAfter) && time.Until(at) <= 400*time.Millisecond
+		return ok && at.Before(renewed.NotAfter) && time.Until(at) <= 800*time.Millisecond
 	})
 	if l, _ := e.server.leaf("est-id"); l.SerialNumber.Cmp(renewed.SerialNumber) != 0 || !certs.SamePublicKey(keyBefore, e.publicKey("est-id")) {
 		t.Fatal("a failed renewal changed the certificate or key")
