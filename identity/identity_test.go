@@ -3,11 +3,14 @@ package identity
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEncodeSR(t *testing.T) {
@@ -141,5 +144,34 @@ func TestState(t *testing.T) {
 	}
 	if fi, _ := os.Stat(filepath.Join(dir, "modules")); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("modules dir mode %v", fi.Mode())
+	}
+}
+
+// TestMint: a fresh token of aziot's format, signed by the callback, that
+// expires TokenLifetime after now.
+func TestMint(t *testing.T) {
+	key := []byte("device key")
+	now := time.Unix(1_700_000_000, 0)
+	var signed []byte
+	tok, err := Mint(DPSAudience("0ne00ABC", "Dev-1"), "registration", now, TokenLifetime, func(m []byte) ([]byte, error) {
+		signed = m
+		mac := hmac.New(sha256.New, key)
+		mac.Write(m)
+		return mac.Sum(nil), nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(signed) != "0ne00abc/registrations/dev-1\n1700000030" {
+		t.Fatalf("signed %q", signed)
+	}
+	mac := hmac.New(sha256.New, key)
+	mac.Write(signed)
+	want := "SharedAccessSignature sr=0ne00abc/registrations/dev-1&sig=" + url.QueryEscape(base64.StdEncoding.EncodeToString(mac.Sum(nil))) + "&se=1700000030&skn=registration"
+	if tok != want {
+		t.Fatalf("token %q, want %q", tok, want)
+	}
+	if _, err := Mint(HubAudience("h", "d"), "", now, TokenLifetime, func([]byte) ([]byte, error) { return nil, errors.New("no key") }); err == nil {
+		t.Fatal("a signing failure minted a token")
 	}
 }

@@ -63,6 +63,20 @@ func Token(sr string, sig []byte, expiry int64, skn string) string {
 	return t
 }
 
+// Mint returns a SAS token for audience (aziot's §8.2 format) that
+// expires ttl after now (TokenLifetime, as aziot), signed by sign: the
+// HMAC-SHA256 of StringToSign computed wherever the key is (the key store,
+// a TPM). skn is "registration" for DPS and "" for IoT Hub.
+func Mint(audience, skn string, now time.Time, ttl time.Duration, sign func(msg []byte) ([]byte, error)) (string, error) {
+	sr := EncodeSR(audience)
+	se := now.Add(ttl).Unix()
+	sig, err := sign(StringToSign(sr, se))
+	if err != nil {
+		return "", err
+	}
+	return Token(sr, sig, se, skn), nil
+}
+
 // ModuleKeyData is the derivation data of a module's SAS key (§6.5):
 // "<moduleId>:<generationId>:primary" or ":secondary".
 func ModuleKeyData(moduleID, generationID string, primary bool) []byte {

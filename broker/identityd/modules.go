@@ -27,15 +27,12 @@ func (s *Server) hub(ctx context.Context, dev *identity.Device, op, moduleID str
 	if len(keys) == 2 {
 		job.PrimaryKey, job.SecondaryKey = keys[0], keys[1]
 	}
-	if cred.kind == "tpm" {
+	switch cred.kind {
+	case "tpm":
 		job.TPM, job.HubName = true, dev.HubName
-	}
-	if cred.kind == "sas" {
-		tok, err := s.token(ctx, identity.HubAudience(dev.HubName, dev.DeviceID), "", hubTimeout)
-		if err != nil {
-			return nil, err
-		}
-		job.Authorization = tok
+	case "sas":
+		// The module mints a fresh 30 s token per request with the device key.
+		job.KeyID, job.HubName = cred.keyID, dev.HubName
 	}
 	var res hubjob.Result
 	if err := s.runJob(ctx, "Hub", HubModule, &job, &res, hubTimeout); err != nil {

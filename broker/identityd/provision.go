@@ -248,19 +248,6 @@ func (s *Server) importDeviceKey(ctx context.Context, key []byte) error {
 	return nil
 }
 
-// token mints a SAS token for audience with the device key, in the store.
-// It lives for ttl: long enough for the module's job (the module cannot
-// sign), at least aziot's 30 s.
-func (s *Server) token(ctx context.Context, audience, skn string, ttl time.Duration) (string, error) {
-	sr := identity.EncodeSR(audience)
-	se := time.Now().Add(max(ttl, identity.TokenLifetime)).Unix()
-	sig, err := s.opts.Keys.HMACSHA256(ctx, DeviceKeyID, identity.StringToSign(sr, se))
-	if err != nil {
-		return "", &CloudError{Client: "Key", Err: wrapf(err, "sign a SAS token")}
-	}
-	return identity.Token(sr, sig, se, skn), nil
-}
-
 // tlsOptions are the trust anchors and, for X.509, the client credential.
 func (s *Server) tlsOptions(cfg *config.Config, c credential) *guest.TLSOptions {
 	t := &guest.TLSOptions{}
@@ -296,11 +283,9 @@ func (s *Server) register(ctx context.Context, p *config.Provisioning) (*identit
 		Retries: s.cfg.CloudRetries, RetryDelayMS: s.opts.RetryDelayMS}
 	timeout := s.jobTimeout(s.cfg)
 	if cred.kind == "sas" {
-		tok, err := s.token(ctx, identity.DPSAudience(p.IDScope, regID), "registration", timeout)
-		if err != nil {
-			return nil, err
-		}
-		job.Authorization = tok
+		// The module mints a fresh 30 s token per request with the device
+		// key (derived from the group key for a group enrollment, dpsKey).
+		job.KeyID = cred.keyID
 	}
 	if p.Payload != nil {
 		b, err := readPayload(p.Payload.URI)

@@ -2,6 +2,7 @@ package identityd
 
 import (
 	"context"
+	"crypto"
 	"encoding/base64"
 	"log/slog"
 	"os"
@@ -105,7 +106,7 @@ func newRigTPM(t *testing.T, opts emulator.Options, tpm host.TPM) *rig {
 	os.MkdirAll(r.keyFS, 0o700)
 	r.openKeys(t, nil)
 	h, err := host.New(host.Options{CacheDir: filepath.Join(os.TempDir(), "identityd-test-module-cache"),
-		Keys: r.keys, Certs: r.certs, TPM: tpm, Decider: allowAll{},
+		Keys: rigKeys{r}, Certs: r.certs, TPM: tpm, Decider: allowAll{},
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +122,26 @@ func newRigTPM(t *testing.T, opts emulator.Options, tpm host.TPM) *rig {
 	}
 	r.host = h
 	return r
+}
+
+// rigKeys is the host's key store: the rig's current one (openKeys
+// reopens it), the store identityd uses, as in wardend.
+type rigKeys struct{ r *rig }
+
+func (k rigKeys) CreateKeyPair(ctx context.Context, id string, algs []hsm.Algorithm) error {
+	return k.r.keys.CreateKeyPair(ctx, id, algs)
+}
+
+func (k rigKeys) PublicKey(ctx context.Context, id string) (crypto.PublicKey, error) {
+	return k.r.keys.PublicKey(ctx, id)
+}
+
+func (k rigKeys) Signer(ctx context.Context, id string) (crypto.Signer, error) {
+	return k.r.keys.Signer(ctx, id)
+}
+
+func (k rigKeys) HMACSHA256(ctx context.Context, id string, msg []byte) ([]byte, error) {
+	return k.r.keys.HMACSHA256(ctx, id, msg)
 }
 
 func (r *rig) openKeys(t *testing.T, preloaded map[string]string) {

@@ -4,7 +4,9 @@
 # Host calls. Every host call of a module but `log` is one decision with
 #   input.action.service   "modules"
 #   input.action.operation the host call: http.do, keys.sign,
-#                          keys.create_keypair, keys.public, certs.get,
+#                          keys.create_keypair, keys.public, keys.hmac
+#                          (HMAC-SHA256 with a symmetric key, e.g. a SAS
+#                          token's signature), certs.get,
 #                          certs.put, tpm.keys, tpm.import_auth_key,
 #                          tpm.sign, clock.sleep
 #   input.action.resource  url:<host:port>, key:<id>, cert:<id>,
@@ -38,7 +40,7 @@ package warden.authz
 
 # module_host_calls are the host calls that are policy decisions.
 module_host_calls := {
-	"http.do", "keys.sign", "keys.create_keypair", "keys.public", "certs.get", "certs.put",
+	"http.do", "keys.sign", "keys.create_keypair", "keys.public", "keys.hmac", "certs.get", "certs.put",
 	"tpm.keys", "tpm.import_auth_key", "tpm.sign", "clock.sleep", "log",
 }
 
@@ -47,7 +49,7 @@ module_host_calls := {
 api_grant contains msg if {
 	input.action.service == "modules"
 	input.action.operation in {
-		"http.do", "keys.sign", "keys.create_keypair", "keys.public", "certs.get", "certs.put",
+		"http.do", "keys.sign", "keys.create_keypair", "keys.public", "keys.hmac", "certs.get", "certs.put",
 		"tpm.keys", "tpm.import_auth_key", "tpm.sign", "clock.sleep", "log",
 	}
 	is_string(input.module.name)

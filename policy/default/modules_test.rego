@@ -41,12 +41,14 @@ restricted := {
 			"http.do": ["url:est.example.org:443", "url:*.est.example.org:443"],
 			"keys.sign": ["est-*", "key:est-*"],
 			"keys.public": ["key:est-*"],
+			"keys.hmac": ["key:est-*"],
 			"certs.get": ["cert:est-*"],
 			"certs.put": ["cert:est-*"],
 		},
 		"digests": [est_digest],
 	},
 	"dps": {"digests": ["sha256:3333333333333333333333333333333333333333333333333333333333333333"]},
+	"sas": {"host_calls": {"keys.hmac": ["key:device-id"], "http.do": ["url:*"]}},
 }
 
 module_cases := [
@@ -55,6 +57,7 @@ module_cases := [
 	{"note": "keys.sign", "module": est, "op": "keys.sign", "res": "key:device-id", "allow": true},
 	{"note": "keys.create_keypair", "module": dps, "op": "keys.create_keypair", "res": "key:x", "allow": true},
 	{"note": "keys.public", "module": dps, "op": "keys.public", "res": "key:x", "allow": true},
+	{"note": "keys.hmac", "module": dps, "op": "keys.hmac", "res": "key:device-id", "allow": true, "reason": "module dps may make host call keys.hmac"},
 	{"note": "certs.get", "module": est, "op": "certs.get", "res": "cert:x", "allow": true},
 	{"note": "certs.put", "module": est, "op": "certs.put", "res": "cert:x", "allow": true},
 	{"note": "tpm.keys", "module": dps, "op": "tpm.keys", "res": "tpm:keys", "allow": true},
@@ -73,6 +76,11 @@ module_cases := [
 	{"note": "listed call, other port", "module": est, "modules": restricted, "op": "http.do", "res": "url:est.example.org:8443", "allow": false},
 	{"note": "listed key glob", "module": est, "modules": restricted, "op": "keys.sign", "res": "key:est-identity", "allow": true},
 	{"note": "key outside the glob", "module": est, "modules": restricted, "op": "keys.sign", "res": "key:device-id", "allow": false},
+	{"note": "listed hmac key glob", "module": est, "modules": restricted, "op": "keys.hmac", "res": "key:est-sas", "allow": true},
+	{"note": "hmac key outside the glob", "module": est, "modules": restricted, "op": "keys.hmac", "res": "key:device-id", "allow": false, "reason": "module est may not make host call keys.hmac on key:device-id"},
+	{"note": "hmac with the listed key", "module": {"name": "sas", "digest": dps_digest}, "modules": restricted, "op": "keys.hmac", "res": "key:device-id", "allow": true},
+	{"note": "hmac with another key", "module": {"name": "sas", "digest": dps_digest}, "modules": restricted, "op": "keys.hmac", "res": "key:master", "allow": false},
+	{"note": "keys.sign unlisted though keys.hmac is", "module": {"name": "sas", "digest": dps_digest}, "modules": restricted, "op": "keys.sign", "res": "key:device-id", "allow": false, "reason": "not in data.warden.modules.sas.host_calls"},
 	{"note": "unlisted call", "module": est, "modules": restricted, "op": "tpm.sign", "res": "tpm:authkey", "allow": false, "reason": "not in data.warden.modules.est.host_calls"},
 	{"note": "unlisted log", "module": est, "modules": restricted, "op": "clock.sleep", "res": "clock", "allow": false},
 	{"note": "another build of est", "module": {"name": "est", "digest": dps_digest}, "modules": restricted, "op": "http.do", "res": "url:est.example.org:443", "allow": false, "reason": "is not in data.warden.modules.est.digests"},
@@ -101,8 +109,18 @@ test_modules_deny_rule if {
 	"denied: est may not sign" in d.reasons
 }
 
+# A deny rule on keys.hmac wins over the default grant.
+test_modules_deny_hmac if {
+	d := authz.decision with input as module_input({"module": dps, "op": "keys.hmac", "res": "key:device-id"})
+		with data.warden.principals as principals
+		with authz.deny as {"dps may not use the device key"}
+	not d.allow
+}
+
 # Host calls never become mintable: a token for them is refused.
 test_modules_not_mintable if {
 	not authz.mintable("key:x", "keys.sign") with input as input_of({"uid": 1000, "service": "tokens", "op": "mint", "res": "tokens"})
+		with data.warden.principals as principals
+	not authz.mintable("key:x", "keys.hmac") with input as input_of({"uid": 1000, "service": "tokens", "op": "mint", "res": "tokens"})
 		with data.warden.principals as principals
 }

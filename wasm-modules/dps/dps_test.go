@@ -12,10 +12,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/warden-iot/warden/conformance/emulator"
+	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/identity"
 	"github.com/warden-iot/warden/policy"
 	"github.com/warden-iot/warden/wasm-modules/dps/dpsjob"
@@ -39,6 +43,29 @@ func (trust) Put(context.Context, string, []byte) error     { return nil }
 type rig struct {
 	emu  *emulator.Emulator
 	host *host.Host
+	keys *recordingKeys
+}
+
+// recordingKeys is a key store that records what keys.hmac signs.
+type recordingKeys struct {
+	*hsm.Keys
+	mu     sync.Mutex
+	signed []string
+}
+
+func (k *recordingKeys) HMACSHA256(ctx context.Context, id string, msg []byte) ([]byte, error) {
+	k.mu.Lock()
+	k.signed = append(k.signed, id+" "+string(msg))
+	k.mu.Unlock()
+	return k.Keys.HMACSHA256(ctx, id, msg)
+}
+
+func (k *recordingKeys) take() []string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	s := k.signed
+	k.signed = nil
+	return s
 }
 
 func newRig(tb testing.TB, opts emulator.Options) *rig {
@@ -57,8 +84,14 @@ func newRig(tb testing.TB, opts emulator.Options) *rig {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("build: %v\n%s", err, out)
 	}
+	store, err := hsm.Open(context.Background(), hsm.Config{HomeDir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { store.Close() })
+	keys := &recordingKeys{Keys: store}
 	h, err := host.New(host.Options{CacheDir: filepath.Join(os.TempDir(), "dps-test-module-cache"), Certs: trust(emu.CACertPEM()),
-		Decider: allowAll{}, Logger: slog.New(slog.DiscardHandler)})
+		Keys: keys, Decider: allowAll{}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -67,7 +100,7 @@ func newRig(tb testing.TB, opts emulator.Options) *rig {
 		SHA256: sha256File(tb, wasm)}}); err != nil {
 		tb.Fatal(err)
 	}
-	return &rig{emu: emu, host: h}
+	return &rig{emu: emu, host: h, keys: keys}
 }
 
 func sha256File(tb testing.TB, p string) string {
@@ -88,6 +121,20 @@ func (r *rig) job(regID, key string) *dpsjob.Job {
 	return &dpsjob.Job{Endpoint: r.emu.URL() + "/ignored/path", ScopeID: r.emu.IDScope(), RegistrationID: regID,
 		Authorization: identity.Token(sr, m.Sum(nil), se, "registration"),
 		TLS:           &guest.TLSOptions{TrustCertIDs: []string{"emulator-ca"}}, PollMS: -1, ThrottleMS: []int{5, 5, 5, 5}}
+}
+
+// keyJob is a registration of regID whose tokens the module mints with
+// key (base64), imported into the key store as keyID.
+func (r *rig) keyJob(tb testing.TB, regID, keyID, key string) *dpsjob.Job {
+	tb.Helper()
+	if key != "" {
+		k, _ := base64.StdEncoding.DecodeString(key)
+		if err := r.keys.ImportKey(context.Background(), keyID, k, hsm.UsageSign); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return &dpsjob.Job{Endpoint: r.emu.URL(), ScopeID: r.emu.IDScope(), RegistrationID: regID, KeyID: keyID,
+		TLS: &guest.TLSOptions{TrustCertIDs: []string{"emulator-ca"}}, PollMS: -1, ThrottleMS: []int{5, 5, 5, 5}}
 }
 
 func (r *rig) run(ctx context.Context, native bool, job *dpsjob.Job) (*dpsjob.Result, error) {
@@ -164,6 +211,67 @@ func TestRegister(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestRegisterWithKeyID: the module mints a fresh SAS token for each
+// request (register, 429 retries, polls), valid 30 s, with the key in the
+// key store (keys.hmac), as aziot does.
+func TestRegisterWithKeyID(t *testing.T) {
+	r := newRig(t, emulator.Options{RetryAfter: 0})
+	en, _ := r.emu.AddSymmetricEnrollment(emulator.SymmetricEnrollment{RegistrationID: "Dev-K",
+		Assignment: emulator.Assignment{AssignAfterPolls: 2}})
+	g, _ := r.emu.AddGroupEnrollment(emulator.GroupEnrollment{Name: "gk"})
+	derived, _ := emulator.DeriveDeviceKey(g.PrimaryKey, "dev-gk")
+	individual := r.keyJob(t, "Dev-K", "device-id", en.PrimaryKey)
+	group := r.keyJob(t, "dev-gk", "group-device-id", derived)
+	for _, native := range []bool{false, true} {
+		t.Run(fmt.Sprintf("individual, 429 twice/native=%v", native), func(t *testing.T) {
+			r.keys.take()
+			r.emu.InjectFault(emulator.Fault{Op: emulator.OpRegister, Status: 429, Count: 2})
+			defer r.emu.ClearFaults()
+			start := time.Now()
+			res, err := r.run(context.Background(), native, individual)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.DeviceID != "Dev-K" || res.Polls != 3 || res.Throttled != 2 {
+				t.Fatalf("result = %+v", res)
+			}
+			signed := r.keys.take()
+			// 3 register attempts (2 throttled) and 3 polls: a token each.
+			if len(signed) != 6 {
+				t.Fatalf("%d tokens minted, want 6: %q", len(signed), signed)
+			}
+			for _, m := range signed {
+				sr, se, ok := strings.Cut(m, "\n")
+				exp, _ := strconv.ParseInt(se, 10, 64)
+				if !ok || sr != "device-id "+strings.ToLower(r.emu.IDScope())+"/registrations/dev-k" {
+					t.Fatalf("signed %q", m)
+				}
+				if d := time.Unix(exp, 0).Sub(start); d < 29*time.Second || d > 32*time.Second {
+					t.Fatalf("token valid %v after the start, want 30 s", d)
+				}
+			}
+		})
+		t.Run(fmt.Sprintf("group, derived key/native=%v", native), func(t *testing.T) {
+			res, err := r.run(context.Background(), native, group)
+			if err != nil || res.DeviceID != "dev-gk" {
+				t.Fatalf("res %+v err %v", res, err)
+			}
+		})
+		t.Run(fmt.Sprintf("missing key is not a network error/native=%v", native), func(t *testing.T) {
+			_, err := r.run(context.Background(), native, r.keyJob(t, "Dev-K", "missing", ""))
+			if code(err) != guest.CodeNotFound {
+				t.Fatalf("err = %v (code %q), want %q", err, code(err), guest.CodeNotFound)
+			}
+		})
+	}
+	t.Run("wrong key", func(t *testing.T) {
+		_, err := r.run(context.Background(), false, r.keyJob(t, "Dev-K", "wrong", emulator.NewKey()))
+		if code(err) != dpsjob.CodeAuth {
+			t.Fatalf("err = %v (code %q), want %q", err, code(err), dpsjob.CodeAuth)
+		}
+	})
 }
 
 // BenchmarkDPSProvision is one DPS symmetric-key registration (register +

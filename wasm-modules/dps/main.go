@@ -4,9 +4,11 @@
 // and it returns the assignment. It registers, polls the operation with
 // Retry-After, backs off 429 answers, and classifies failures as network
 // (DPS unreachable or 5xx: the broker may run on backups), auth (401/403)
-// or a DPS failure. The SAS token is minted by the broker and the TLS
-// client certificate of X.509 attestation is used by the host by store ID,
-// so no credential enters the module; DPS's answers are only parsed here.
+// or a DPS failure. With symmetric-key attestation it mints a fresh SAS
+// token (30 s, as aziot) for each request, signed in the key store
+// (keys.hmac); the TLS client certificate of X.509 attestation is used by
+// the host by store ID; so no credential enters the module. DPS's answers
+// are only parsed here.
 //
 // Build with GOOS=wasip1 GOARCH=wasm (make modules). The same source runs
 // natively in-process through guest.Invoke / host.RunNative (tests).
@@ -283,14 +285,15 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 	}
 	for attempt := 0; ; attempt++ {
 		hdr := map[string][]string{"Accept": {"application/json"}, "Content-Type": {"application/json; charset=utf-8"}}
-		if c.job.Authorization != "" {
-			hdr["Authorization"] = []string{c.job.Authorization}
-		}
 		if body == nil {
 			body = []byte("{}")
 		}
-		resp, err := retried(ctx, c.job.Retries, c.job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS})
+		resp, err := retried(ctx, c.job.Retries, c.job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS}, c.authorization)
 		if err != nil {
+			var se *signError
+			if errors.As(err, &se) {
+				return 0, nil, nil, se.err
+			}
 			var ge *guest.Error
 			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
 				return 0, nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
@@ -344,14 +347,46 @@ func snippet(b []byte) string {
 	return string(b)
 }
 
+// authorization is the Authorization header of the next request: with
+// KeyID a fresh SAS token, valid identity.TokenLifetime, signed in the key
+// store (keys.hmac); else the job's token (TPM's, signed by the TPM, or a
+// finished one from an older broker); "" for none (X.509, TPM challenge).
+func (c *client) authorization(ctx context.Context) (string, error) {
+	if c.job.KeyID == "" || c.job.TPM {
+		return c.job.Authorization, nil
+	}
+	tok, err := identity.Mint(identity.DPSAudience(c.job.ScopeID, c.job.RegistrationID), "registration", time.Now(), identity.TokenLifetime,
+		func(m []byte) ([]byte, error) { return guest.HMAC(ctx, c.job.KeyID, m) })
+	if err != nil {
+		return "", fmt.Errorf("sign a SAS token with key %s: %w", c.job.KeyID, err)
+	}
+	return tok, nil
+}
+
+// signError is a failure to sign a request's SAS token: the key store's
+// error, not the network's.
+type signError struct{ err error }
+
+func (e *signError) Error() string { return e.err.Error() }
+func (e *signError) Unwrap() error { return e.err }
+
 // retried sends req, retrying transport failures (not denials or invalid
-// requests) retries times after delayMS (0: 3 s).
-func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest) (*guest.HTTPResponse, error) {
+// requests) retries times after delayMS (0: 3 s). auth gives each attempt
+// its Authorization header ("" for none); its failure is a *signError.
+func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest, auth func(context.Context) (string, error)) (*guest.HTTPResponse, error) {
 	delay := 3 * time.Second
 	if delayMS > 0 {
 		delay = time.Duration(delayMS) * time.Millisecond
 	}
 	for i := 0; ; i++ {
+		a, err := auth(ctx)
+		if err != nil {
+			return nil, &signError{err}
+		}
+		delete(req.Header, "Authorization")
+		if a != "" {
+			req.Header["Authorization"] = []string{a}
+		}
 		resp, err := guest.HTTPDo(ctx, req)
 		var ge *guest.Error
 		if err == nil || i >= retries || errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeDeadline) {

@@ -45,6 +45,10 @@ const (
 	OpKeysCreateKeyPair = "keys.create_keypair"
 	// OpKeysPublic returns a key pair's public key (KeyRequest → PublicKeyResponse).
 	OpKeysPublic = "keys.public"
+	// OpKeysHMAC computes HMAC-SHA256 with a key-store symmetric key, e.g.
+	// a SAS token's signature (HMACRequest → HMACResponse). The key never
+	// enters the module.
+	OpKeysHMAC = "keys.hmac"
 	// OpCertsGet reads a certificate (CertRequest → CertResponse).
 	OpCertsGet = "certs.get"
 	// OpCertsPut writes a certificate (CertPutRequest → Empty).
@@ -64,7 +68,7 @@ const (
 
 // Ops lists every host call, in the order of the table in docs/modules.md.
 var Ops = []string{
-	OpHTTPDo, OpKeysSign, OpKeysCreateKeyPair, OpKeysPublic, OpCertsGet, OpCertsPut,
+	OpHTTPDo, OpKeysSign, OpKeysCreateKeyPair, OpKeysPublic, OpKeysHMAC, OpCertsGet, OpCertsPut,
 	OpTPMKeys, OpTPMImportAuthKey, OpTPMSign, OpClockSleep, OpLog,
 }
 
@@ -194,6 +198,20 @@ type SignResponse struct {
 // KeyRequest names a key pair (keys.public).
 type KeyRequest struct {
 	KeyID string `json:"key_id"`
+}
+
+// HMACRequest is the request of keys.hmac: HMAC-SHA256 of Message with
+// symmetric key KeyID in the key store.
+type HMACRequest struct {
+	KeyID string `json:"key_id"`
+	// Message is the data to authenticate (base64 in JSON).
+	Message []byte `json:"message"`
+}
+
+// HMACResponse is the response of keys.hmac: the 32-byte HMAC-SHA256
+// (base64 in JSON).
+type HMACResponse struct {
+	Signature []byte `json:"signature"`
 }
 
 // CreateKeyPairRequest is the request of keys.create_keypair: the first

@@ -63,6 +63,17 @@ func Sign(ctx context.Context, keyID string, digest []byte, opts crypto.SignerOp
 	return resp.Signature, nil
 }
 
+// HMAC returns HMAC-SHA256 of msg with symmetric key keyID in the key
+// store (keys.hmac), e.g. the signature of a SAS token. The key never
+// enters the module.
+func HMAC(ctx context.Context, keyID string, msg []byte) ([]byte, error) {
+	var resp HMACResponse
+	if err := Call(ctx, OpKeysHMAC, &HMACRequest{KeyID: keyID, Message: msg}, &resp); err != nil {
+		return nil, err
+	}
+	return resp.Signature, nil
+}
+
 // HashName is the ABI name of h ("" for 0).
 func HashName(h crypto.Hash) (string, error) {
 	switch h {

@@ -122,6 +122,30 @@ func (j *job) keysPublic(ctx context.Context, req []byte) ([]byte, *guest.Error)
 	return j.publicKey(ctx, op, r.KeyID)
 }
 
+// keysHMAC computes HMAC-SHA256 with a symmetric key of the key store; the
+// key stays there.
+func (j *job) keysHMAC(ctx context.Context, req []byte) ([]byte, *guest.Error) {
+	const op = guest.OpKeysHMAC
+	var r guest.HMACRequest
+	if e := decode(op, req, &r); e != nil {
+		return nil, e
+	}
+	if r.KeyID == "" {
+		return nil, guest.Errorf(guest.CodeInvalid, "%s: key_id is required", op)
+	}
+	if j.h.opts.Keys == nil {
+		return nil, unavailable(op, "key store")
+	}
+	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"algorithm": "HMAC-SHA256"}); e != nil {
+		return nil, e
+	}
+	sig, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.Keys.HMACSHA256(ctx, r.KeyID, r.Message) })
+	if err != nil {
+		return nil, mapErr(op, err)
+	}
+	return encode(op, guest.HMACResponse{Signature: sig})
+}
+
 func (j *job) keysCreateKeyPair(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	const op = guest.OpKeysCreateKeyPair
 	var r guest.CreateKeyPairRequest

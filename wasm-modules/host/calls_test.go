@@ -375,3 +375,60 @@ func TestHangingBackend(t *testing.T) {
 		t.Fatalf("err = %v after %v", err, d)
 	}
 }
+
+// TestKeysHMAC computes HMAC-SHA256 with a symmetric key in the key store:
+// the module gets the MAC, never the key; a denied or missing key fails.
+func TestKeysHMAC(t *testing.T) {
+	ctx := context.Background()
+	keys, err := hsm.Open(ctx, hsm.Config{HomeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keys.Close() })
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	if err := keys.ImportKey(ctx, "device-id", secret, hsm.UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, nil, func(o *Options) { o.Keys = keys })
+	f.dec.deny["keys.hmac key:forbidden"] = true
+	res, err := f.h.Run(ctx, "probe", steps(
+		call(guest.OpKeysHMAC, guest.HMACRequest{KeyID: "device-id", Message: []byte("sr\n123")}),
+		call(guest.OpKeysHMAC, guest.HMACRequest{KeyID: "forbidden", Message: []byte("m")}),
+		call(guest.OpKeysHMAC, guest.HMACRequest{KeyID: "missing", Message: []byte("m")}),
+		call(guest.OpKeysHMAC, guest.HMACRequest{Message: []byte("m")}),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parseProbe(t, res).Steps
+	var mac guest.HMACResponse
+	json.Unmarshal(s[0].Resp, &mac)
+	want := hsm.DerivedHMACSHA256(secret, []byte("sr\n123"))
+	if s[0].Error != nil || string(mac.Signature) != string(want) {
+		t.Fatalf("keys.hmac: %+v %s", s[0].Error, s[0].Resp)
+	}
+	if e := s[1].Error; e == nil || e.Code != guest.CodeDenied || !strings.Contains(e.Message, "denied by policy") {
+		t.Fatalf("denied keys.hmac: %+v", e)
+	}
+	if e := s[2].Error; e == nil || e.Code != guest.CodeNotFound {
+		t.Fatalf("keys.hmac of a missing key: %+v", e)
+	}
+	if e := s[3].Error; e == nil || e.Code != guest.CodeInvalid {
+		t.Fatalf("keys.hmac without key_id: %+v", e)
+	}
+	if got := strings.Join(f.dec.ops(), ","); got != "keys.hmac key:device-id,keys.hmac key:forbidden,keys.hmac key:missing" {
+		t.Fatalf("decisions %s", got)
+	}
+}
+
+// TestKeysHMACWithoutKeyStore: without a key store keys.hmac is unavailable.
+func TestKeysHMACWithoutKeyStore(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	res, err := f.h.Run(context.Background(), "probe", steps(call(guest.OpKeysHMAC, guest.HMACRequest{KeyID: "device-id", Message: []byte("m")})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := parseProbe(t, res).Steps[0].Error; e == nil || e.Code != guest.CodeUnavailable {
+		t.Fatalf("keys.hmac without a key store: %+v", e)
+	}
+}

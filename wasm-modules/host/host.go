@@ -36,11 +36,13 @@ import (
 )
 
 // Keys is what the host needs of the key store; *hsm.Keys implements it.
-// Private keys are only ever used through Signer.
+// Private keys are only ever used through Signer, symmetric keys through
+// HMACSHA256.
 type Keys interface {
 	CreateKeyPair(ctx context.Context, id string, algs []hsm.Algorithm) error
 	PublicKey(ctx context.Context, id string) (crypto.PublicKey, error)
 	Signer(ctx context.Context, id string) (crypto.Signer, error)
+	HMACSHA256(ctx context.Context, id string, msg []byte) ([]byte, error)
 }
 
 // CertStore is what the host needs of the certificate store (certd

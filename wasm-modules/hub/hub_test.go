@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/conformance/emulator"
+	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/identity"
 	"github.com/warden-iot/warden/policy"
 	"github.com/warden-iot/warden/wasm-modules/guest"
@@ -131,6 +132,88 @@ func TestRegistry(t *testing.T) {
 					if msg := st.check(&out); msg != "" {
 						t.Fatal(msg)
 					}
+				}
+			})
+		}
+	}
+}
+
+// TestRegistryWithKeyID: the module mints a fresh SAS token for each
+// request with the device key in the key store (keys.hmac).
+func TestRegistryWithKeyID(t *testing.T) {
+	ctx := context.Background()
+	emu, err := emulator.New(emulator.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := emu.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer emu.Close()
+	wasm := filepath.Join(t.TempDir(), "hub.wasm")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", wasm, ".")
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	keys, err := hsm.Open(ctx, hsm.Config{HomeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keys.Close()
+	dev, err := emu.AddHubDevice(emulator.HubDevice{DeviceID: "d1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := base64.StdEncoding.DecodeString(dev.PrimaryKey)
+	if err := keys.ImportKey(ctx, "device-id", k, hsm.UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	wrong, _ := base64.StdEncoding.DecodeString(emulator.NewKey())
+	if err := keys.ImportKey(ctx, "wrong", wrong, hsm.UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	h, err := host.New(host.Options{Certs: trust(emu.CACertPEM()), Keys: keys, Decider: allowAll{}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(ctx)
+	if err := h.Load(ctx, []host.ModuleConfig{{Name: "hub", Path: wasm, Egress: []string{"localhost"}, SHA256: sha256File(t, wasm)}}); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		name string
+		job  hubjob.Job
+		code string
+	}{
+		{"create", hubjob.Job{Op: hubjob.OpCreate, ModuleID: "m1", KeyID: "device-id", HubName: dev.IoTHub}, ""},
+		{"list", hubjob.Job{Op: hubjob.OpList, KeyID: "device-id", HubName: dev.IoTHub}, ""},
+		{"delete", hubjob.Job{Op: hubjob.OpDelete, ModuleID: "m1", KeyID: "device-id", HubName: dev.IoTHub}, ""},
+		{"wrong key", hubjob.Job{Op: hubjob.OpList, KeyID: "wrong", HubName: dev.IoTHub}, hubjob.CodeAuth},
+		{"missing key", hubjob.Job{Op: hubjob.OpList, KeyID: "missing", HubName: dev.IoTHub}, guest.CodeNotFound},
+		{"no hub name", hubjob.Job{Op: hubjob.OpList, KeyID: "device-id"}, guest.CodeInvalid},
+	}
+	for _, native := range []bool{false, true} {
+		for _, st := range steps {
+			t.Run(fmt.Sprintf("%s/native=%v", st.name, native), func(t *testing.T) {
+				j := st.job
+				j.URL, j.DeviceID, j.TLS = "https://"+dev.IoTHub, "d1", &guest.TLSOptions{TrustCertIDs: []string{"ca"}}
+				in, _ := json.Marshal(j)
+				var err error
+				if native {
+					_, err = h.RunNative(ctx, "hub", handle, in)
+				} else {
+					_, err = h.Run(ctx, "hub", in)
+				}
+				var ge *guest.Error
+				if st.code != "" {
+					if !errors.As(err, &ge) || ge.Code != st.code {
+						t.Fatalf("err = %v, want code %s", err, st.code)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
 				}
 			})
 		}

@@ -3,7 +3,10 @@
 // — list, get, create, set keys (If-Match: *), delete — and it returns the
 // hub's answer after checking its shape. A 500 (a parent edgeHub reporting
 // upstream loss), an unreachable hub or "networkError": true are network
-// errors, so the broker keeps serving from backups (§8.5).
+// errors, so the broker keeps serving from backups (§8.5). With a
+// symmetric device key it mints a fresh SAS token (30 s, as aziot) for each
+// request, signed in the key store (keys.hmac); the key never enters the
+// module.
 //
 // Build with GOOS=wasip1 GOARCH=wasm (make modules).
 package main
@@ -47,6 +50,9 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	}
 	if job.APIVersion == "" {
 		job.APIVersion = hubjob.DefaultAPIVersion
+	}
+	if (job.TPM || job.KeyID != "") && job.HubName == "" {
+		return nil, guest.Errorf(guest.CodeInvalid, "the job needs hub_name, the SAS token's audience")
 	}
 	if job.TPM {
 		sr := identity.EncodeSR(identity.HubAudience(job.HubName, job.DeviceID))
@@ -138,14 +144,16 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 	if body != nil {
 		hdr["Content-Type"] = []string{"application/json"}
 	}
-	if job.Authorization != "" {
-		hdr["Authorization"] = []string{job.Authorization}
-	}
 	if ifMatch {
 		hdr["If-Match"] = []string{"*"}
 	}
-	resp, err := retried(ctx, job.Retries, job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS})
+	auth := func(ctx context.Context) (string, error) { return authorization(ctx, job) }
+	resp, err := retried(ctx, job.Retries, job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS}, auth)
 	if err != nil {
+		var se *signError
+		if errors.As(err, &se) {
+			return nil, se.err
+		}
 		var ge *guest.Error
 		if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
 			return nil, fmt.Errorf("%s %s: %w", method, u, err)
@@ -176,14 +184,46 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 	return nil, guest.Errorf(code, "%s %s: the hub answered %d: %s", method, u, resp.Status, msg)
 }
 
+// authorization is the Authorization header of the next request: with
+// KeyID a fresh SAS token for HubName, valid identity.TokenLifetime,
+// signed in the key store (keys.hmac); else the job's token (TPM's, or a
+// finished one from an older broker); "" for none (X.509).
+func authorization(ctx context.Context, job *hubjob.Job) (string, error) {
+	if job.KeyID == "" || job.TPM {
+		return job.Authorization, nil
+	}
+	tok, err := identity.Mint(identity.HubAudience(job.HubName, job.DeviceID), "", time.Now(), identity.TokenLifetime,
+		func(m []byte) ([]byte, error) { return guest.HMAC(ctx, job.KeyID, m) })
+	if err != nil {
+		return "", fmt.Errorf("sign a SAS token with key %s: %w", job.KeyID, err)
+	}
+	return tok, nil
+}
+
+// signError is a failure to sign a request's SAS token: the key store's
+// error, not the network's.
+type signError struct{ err error }
+
+func (e *signError) Error() string { return e.err.Error() }
+func (e *signError) Unwrap() error { return e.err }
+
 // retried sends req, retrying transport failures (not denials or invalid
-// requests) retries times after delayMS (0: 3 s).
-func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest) (*guest.HTTPResponse, error) {
+// requests) retries times after delayMS (0: 3 s). auth gives each attempt
+// its Authorization header ("" for none); its failure is a *signError.
+func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest, auth func(context.Context) (string, error)) (*guest.HTTPResponse, error) {
 	delay := 3 * time.Second
 	if delayMS > 0 {
 		delay = time.Duration(delayMS) * time.Millisecond
 	}
 	for i := 0; ; i++ {
+		a, err := auth(ctx)
+		if err != nil {
+			return nil, &signError{err}
+		}
+		delete(req.Header, "Authorization")
+		if a != "" {
+			req.Header["Authorization"] = []string{a}
+		}
 		resp, err := guest.HTTPDo(ctx, req)
 		var ge *guest.Error
 		if err == nil || i >= retries || errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeDeadline) {

@@ -41,14 +41,22 @@ type Job struct {
 	RegistrationID string `json:"registration_id,omitempty"`
 	// APIVersion defaults to DefaultAPIVersion.
 	APIVersion string `json:"api_version,omitempty"`
-	// Authorization is the SAS token header value for symmetric-key
-	// attestation, minted by the broker (the key never enters the
-	// module); empty for X.509 (TLS client certificate in TLS).
+	// KeyID selects symmetric-key attestation: the key store ID of the
+	// device's symmetric key ("device-id"; for a group enrollment the
+	// broker stores the derived device key there). The module mints a
+	// fresh SAS token for each request, valid identity.TokenLifetime
+	// (30 s, as aziot), with skn=registration, its signature computed in
+	// the key store (keys.hmac): the key never enters the module.
+	KeyID string `json:"key_id,omitempty"`
+	// Authorization is a finished SAS token header value, sent as is
+	// with every request when KeyID is empty (jobs of older brokers);
+	// empty for X.509 (TLS client certificate in TLS).
 	Authorization string `json:"authorization,omitempty"`
 	// TPM selects TPM attestation: the module reads the EK and SRK
 	// (tpm.keys), answers DPS's 401 challenge by importing the auth key
 	// (tpm.import_auth_key) and signs its SAS tokens with it (tpm.sign);
-	// a new key in the assignment is imported too. Authorization is unused.
+	// a new key in the assignment is imported too. KeyID and
+	// Authorization are unused.
 	TPM bool `json:"tpm,omitempty"`
 	// Payload is the custom allocation payload (omitted when empty).
 	Payload json.RawMessage `json:"payload,omitempty"`

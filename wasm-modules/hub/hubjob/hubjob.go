@@ -47,13 +47,21 @@ type Job struct {
 	ModuleID string `json:"module_id,omitempty"`
 	// APIVersion defaults to DefaultAPIVersion.
 	APIVersion string `json:"api_version,omitempty"`
-	// Authorization is the device's SAS token (minted by the broker);
-	// empty with X.509 (TLS client certificate in TLS).
+	// KeyID is the key store ID of the device's symmetric key
+	// ("device-id", also for a key derived from a group enrollment's): the
+	// module mints a fresh SAS token for HubName for each request, valid
+	// identity.TokenLifetime (30 s, as aziot), its signature computed in
+	// the key store (keys.hmac); the key never enters the module.
+	KeyID string `json:"key_id,omitempty"`
+	// Authorization is a finished SAS token, sent as is when KeyID is
+	// empty (jobs of older brokers); empty with X.509 (TLS client
+	// certificate in TLS).
 	Authorization string `json:"authorization,omitempty"`
 	// TPM makes the module sign the device's SAS token with the TPM auth
-	// key (tpm.sign) for HubName; Authorization is then unused.
+	// key (tpm.sign) for HubName; KeyID and Authorization are then unused.
 	TPM bool `json:"tpm,omitempty"`
-	// HubName is the hub's host name, the token's audience with TPM.
+	// HubName is the hub's host name, the token's audience with KeyID or
+	// TPM (requests may go to a gateway, URL).
 	HubName string `json:"hub_name,omitempty"`
 	// PrimaryKey and SecondaryKey are the module's SAS keys (base64) for
 	// OpSetKeys.
