@@ -6,8 +6,11 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
+	"errors"
 	"fmt"
 	"io"
+
+	"github.com/warden-iot/warden/internal/rsapad"
 )
 
 // Signer returns key pair id as a crypto.Signer whose private key stays in
@@ -65,119 +68,27 @@ func (s *storeSigner) Sign(random io.Reader, digest []byte, opts crypto.SignerOp
 		return s.keys.SignECDSA(ctx, s.id, digest)
 	case *rsa.PublicKey:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			em, err := emsaPSSEncode(random, pub, digest, pss)
+			em, err := rsapad.PSS(random, pub, digest, pss)
 			if err != nil {
-				return nil, fmt.Errorf("hsm: RSA-PSS sign with key %q: %w", s.id, err)
+				return nil, fmt.Errorf("hsm: RSA-PSS sign with key %q: %w", s.id, padError(err))
 			}
 			return s.keys.RSAPrivate(ctx, s.id, RSANoPadding, em)
 		}
-		prefix, ok := digestInfoPrefix[hash]
-		if !ok {
-			return nil, fmt.Errorf("hsm: RSA PKCS#1 v1.5 sign with key %q: %w: hash %v", s.id, ErrUnsupported, hash)
+		in, err := rsapad.PKCS1v15(hash, digest)
+		if err != nil {
+			return nil, fmt.Errorf("hsm: RSA PKCS#1 v1.5 sign with key %q: %w", s.id, padError(err))
 		}
-		return s.keys.RSAPrivate(ctx, s.id, RSAPKCS1, append(prefix[:len(prefix):len(prefix)], digest...))
+		return s.keys.RSAPrivate(ctx, s.id, RSAPKCS1, in)
 	default:
 		return nil, fmt.Errorf("hsm: sign with key %q: %w: %T", s.id, ErrUnsupported, pub)
 	}
 }
 
-// digestInfoPrefix is the DER DigestInfo header (RFC 8017 §9.2 note 1) that
-// precedes the digest in a PKCS#1 v1.5 signature. Hash 0 and MD5SHA1 (TLS
-// 1.0/1.1) sign the bytes as given.
-var digestInfoPrefix = map[crypto.Hash][]byte{
-	0:                 nil,
-	crypto.MD5SHA1:    nil,
-	crypto.SHA1:       {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-	crypto.SHA224:     {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c},
-	crypto.SHA256:     {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384:     {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512:     {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
-	crypto.SHA512_224: {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x05, 0x05, 0x00, 0x04, 0x1c},
-	crypto.SHA512_256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x06, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA3_256:   {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x08, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA3_384:   {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x09, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA3_512:   {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x0a, 0x05, 0x00, 0x04, 0x40},
-}
-
-// emsaPSSEncode returns the EMSA-PSS encoding (RFC 8017 §9.1.1) of mHash for
-// pub, with MGF1 over the same hash, left-padded to the modulus length so it
-// can go straight into the raw private operation. The salt length follows
-// rsa.PSSOptions: PSSSaltLengthAuto is the largest that fits (as
-// rsa.SignPSS), PSSSaltLengthEqualsHash the hash length.
-func emsaPSSEncode(random io.Reader, pub *rsa.PublicKey, mHash []byte, opts *rsa.PSSOptions) ([]byte, error) {
-	hash := opts.Hash
-	if hash == 0 {
-		return nil, fmt.Errorf("%w: PSS needs a hash", ErrInvalidParameter)
+// padError classifies an rsapad error as the store's ErrUnsupported or
+// ErrInvalidParameter.
+func padError(err error) error {
+	if errors.Is(err, rsapad.ErrUnsupportedHash) {
+		return fmt.Errorf("%w: %w", ErrUnsupported, err)
 	}
-	if !hash.Available() {
-		return nil, fmt.Errorf("%w: hash %v is not linked in", ErrUnsupported, hash)
-	}
-	hLen := hash.Size()
-	if len(mHash) != hLen {
-		return nil, fmt.Errorf("%w: digest is %d bytes, %v needs %d", ErrInvalidParameter, len(mHash), hash, hLen)
-	}
-	modBits := pub.N.BitLen()
-	emBits := modBits - 1
-	emLen := (emBits + 7) / 8
-	sLen := opts.SaltLength
-	switch sLen {
-	case rsa.PSSSaltLengthAuto:
-		sLen = emLen - hLen - 2
-	case rsa.PSSSaltLengthEqualsHash:
-		sLen = hLen
-	}
-	if sLen < 0 || emLen < hLen+sLen+2 {
-		return nil, fmt.Errorf("%w: a %d-bit key cannot hold a %v PSS encoding with a %d-byte salt",
-			ErrInvalidParameter, modBits, hash, opts.SaltLength)
-	}
-	salt := make([]byte, sLen)
-	if _, err := io.ReadFull(random, salt); err != nil {
-		return nil, fmt.Errorf("PSS salt: %w", err)
-	}
-
-	// H = Hash(0x00×8 || mHash || salt)
-	h := hash.New()
-	var zeros [8]byte
-	h.Write(zeros[:])
-	h.Write(mHash)
-	h.Write(salt)
-	hSum := h.Sum(nil)
-
-	// EM = maskedDB || H || 0xbc, DB = PS || 0x01 || salt; written after
-	// the leading zero bytes that pad EM to the modulus length.
-	k := (modBits + 7) / 8
-	out := make([]byte, k)
-	em := out[k-emLen:]
-	dbLen := emLen - hLen - 1
-	db := em[:dbLen]
-	db[dbLen-sLen-1] = 0x01
-	copy(db[dbLen-sLen:], salt)
-	mgf1XOR(db, hash, hSum)
-	db[0] &= 0xff >> (8*emLen - emBits)
-	copy(em[dbLen:], hSum)
-	em[emLen-1] = 0xbc
-	return out, nil
-}
-
-// mgf1XOR XORs out with MGF1(seed) over hash (RFC 8017 §B.2.1).
-func mgf1XOR(out []byte, hash crypto.Hash, seed []byte) {
-	h := hash.New()
-	var counter [4]byte
-	for done := 0; done < len(out); {
-		h.Reset()
-		h.Write(seed)
-		h.Write(counter[:])
-		for _, b := range h.Sum(nil) {
-			if done == len(out) {
-				break
-			}
-			out[done] ^= b
-			done++
-		}
-		for i := 3; i >= 0; i-- {
-			if counter[i]++; counter[i] != 0 {
-				break
-			}
-		}
-	}
+	return fmt.Errorf("%w: %w", ErrInvalidParameter, err)
 }

@@ -13,6 +13,8 @@ import (
 
 	_ "crypto/sha1"
 	_ "crypto/sha512"
+
+	"github.com/warden-iot/warden/internal/rsapad"
 )
 
 // rsaStores returns a store with the test RSA key as "rsa" in a file, and
@@ -137,7 +139,7 @@ func TestEMSAPSSOddModulus(t *testing.T) {
 	c := newRSACRT(priv)
 	digest := make([]byte, 32)
 	for _, salt := range []int{rsa.PSSSaltLengthAuto, rsa.PSSSaltLengthEqualsHash} {
-		em, err := emsaPSSEncode(rand.Reader, &priv.PublicKey, digest, &rsa.PSSOptions{SaltLength: salt, Hash: crypto.SHA256})
+		em, err := rsapad.PSS(rand.Reader, &priv.PublicKey, digest, &rsa.PSSOptions{SaltLength: salt, Hash: crypto.SHA256})
 		if err != nil || len(em) != priv.Size() || em[0] != 0 {
 			t.Fatalf("EM: %d bytes, first %x, %v", len(em), em[0], err)
 		}

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+
+	"github.com/warden-iot/warden/internal/rsapad"
 )
 
 // Curve OIDs as keyd returns them in ec-curve-oid (DER, tag included).
@@ -132,113 +134,17 @@ func (s *signer) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]
 		return s.c.Sign(s.ctx, s.handle, ECDSA, digest)
 	case *rsa.PublicKey:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
-			em, err := emsaPSSEncode(rand, digest, pub, pss)
+			em, err := rsapad.PSS(rand, pub, digest, pss)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("keyd: RSA-PSS: %w", err)
 			}
 			return s.c.Encrypt(s.ctx, s.handle, Mechanism{Algorithm: RSANoPadding}, em)
 		}
-		data, err := pkcs1DigestInfo(opts.HashFunc(), digest)
+		data, err := rsapad.PKCS1v15(opts.HashFunc(), digest)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("keyd: RSA PKCS#1 v1.5: %w", err)
 		}
 		return s.c.Encrypt(s.ctx, s.handle, Mechanism{Algorithm: RSAPKCS1}, data)
 	}
 	return nil, fmt.Errorf("keyd: cannot sign with a %T", s.pub)
-}
-
-// DigestInfo prefixes (RFC 8017 §9.2 note 1) for the hashes TLS and X.509 use.
-var digestInfoPrefix = map[crypto.Hash][]byte{
-	crypto.SHA1:   {0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14},
-	crypto.SHA224: {0x30, 0x2d, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x04, 0x05, 0x00, 0x04, 0x1c},
-	crypto.SHA256: {0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
-	crypto.SHA384: {0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
-	crypto.SHA512: {0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
-}
-
-// pkcs1DigestInfo is the input of a PKCS#1 v1.5 signature: DigestInfo ||
-// digest, or the digest alone for crypto.Hash(0) (pre-encoded input).
-func pkcs1DigestInfo(h crypto.Hash, digest []byte) ([]byte, error) {
-	if h == 0 {
-		return digest, nil
-	}
-	prefix, ok := digestInfoPrefix[h]
-	if !ok {
-		return nil, fmt.Errorf("keyd: unsupported hash %v for RSA PKCS#1 v1.5", h)
-	}
-	if len(digest) != h.Size() {
-		return nil, fmt.Errorf("keyd: digest of %d bytes for %v", len(digest), h)
-	}
-	return append(append(make([]byte, 0, len(prefix)+len(digest)), prefix...), digest...), nil
-}
-
-// emsaPSSEncode is EMSA-PSS-ENCODE (RFC 8017 §9.1.1) of mHash for pub, left
-// padded to the modulus length for the raw private-key operation. The salt
-// length follows rsa.PSSOptions: auto is the maximum, as rsa.SignPSS does.
-func emsaPSSEncode(rand io.Reader, mHash []byte, pub *rsa.PublicKey, opts *rsa.PSSOptions) ([]byte, error) {
-	h := opts.HashFunc()
-	if !h.Available() {
-		return nil, fmt.Errorf("keyd: hash %v is not available", h)
-	}
-	hLen := h.Size()
-	if len(mHash) != hLen {
-		return nil, fmt.Errorf("keyd: digest of %d bytes for %v", len(mHash), h)
-	}
-	k := (pub.N.BitLen() + 7) / 8
-	emBits := pub.N.BitLen() - 1
-	emLen := (emBits + 7) / 8
-	sLen := opts.SaltLength
-	switch sLen {
-	case rsa.PSSSaltLengthAuto:
-		sLen = emLen - hLen - 2
-	case rsa.PSSSaltLengthEqualsHash:
-		sLen = hLen
-	}
-	if sLen < 0 || emLen < hLen+sLen+2 {
-		return nil, errors.New("keyd: key too small for the PSS parameters")
-	}
-	salt := make([]byte, sLen)
-	if _, err := io.ReadFull(rand, salt); err != nil {
-		return nil, fmt.Errorf("keyd: PSS salt: %w", err)
-	}
-	hash := h.New()
-	hash.Write(make([]byte, 8))
-	hash.Write(mHash)
-	hash.Write(salt)
-	H := hash.Sum(nil)
-
-	out := make([]byte, k)
-	em := out[k-emLen:]
-	db := em[:emLen-hLen-1]
-	db[emLen-sLen-hLen-2] = 0x01
-	copy(db[emLen-sLen-hLen-1:], salt)
-	mgf1XOR(db, h, H)
-	db[0] &= 0xff >> (8*emLen - emBits)
-	copy(em[emLen-hLen-1:], H)
-	em[emLen-1] = 0xbc
-	return out, nil
-}
-
-// mgf1XOR XORs out with MGF1(seed) using hash h.
-func mgf1XOR(out []byte, h crypto.Hash, seed []byte) {
-	var counter [4]byte
-	hash := h.New()
-	for done := 0; done < len(out); {
-		hash.Reset()
-		hash.Write(seed)
-		hash.Write(counter[:])
-		for _, b := range hash.Sum(nil) {
-			if done >= len(out) {
-				break
-			}
-			out[done] ^= b
-			done++
-		}
-		for i := 3; i >= 0; i-- {
-			counter[i]++
-			if counter[i] != 0 {
-				break
-			}
-		}
-	}
 }

@@ -177,10 +177,10 @@ func TestSignerErrors(t *testing.T) {
 		opts   crypto.SignerOpts
 		want   string
 	}{
-		{"digest length", make([]byte, 31), crypto.SHA256, "digest of 31 bytes"},
+		{"digest length", make([]byte, 31), crypto.SHA256, "digest is 31 bytes"},
 		{"unsupported hash", make([]byte, 16), crypto.MD5, "unsupported hash"},
-		{"pss digest length", make([]byte, 20), &rsa.PSSOptions{Hash: crypto.SHA256}, "digest of 20 bytes"},
-		{"pss salt too long", make([]byte, 32), &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 300}, "too small"},
+		{"pss digest length", make([]byte, 20), &rsa.PSSOptions{Hash: crypto.SHA256}, "digest is 20 bytes"},
+		{"pss salt too long", make([]byte, 32), &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: 300}, "cannot hold"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
