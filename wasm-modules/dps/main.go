@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/identity"
+	"github.com/warden-iot/warden/wasm-modules/cloud"
 	"github.com/warden-iot/warden/wasm-modules/dps/dpsjob"
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -288,11 +289,11 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 		if body == nil {
 			body = []byte("{}")
 		}
-		resp, err := retried(ctx, c.job.Retries, c.job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS}, c.authorization)
+		resp, err := cloud.Retried(ctx, c.job.Retries, c.job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: c.job.TLS}, c.authorization)
 		if err != nil {
-			var se *signError
+			var se *cloud.SignError
 			if errors.As(err, &se) {
-				return 0, nil, nil, se.err
+				return 0, nil, nil, se.Err
 			}
 			var ge *guest.Error
 			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
@@ -361,40 +362,4 @@ func (c *client) authorization(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("sign a SAS token with key %s: %w", c.job.KeyID, err)
 	}
 	return tok, nil
-}
-
-// signError is a failure to sign a request's SAS token: the key store's
-// error, not the network's.
-type signError struct{ err error }
-
-func (e *signError) Error() string { return e.err.Error() }
-func (e *signError) Unwrap() error { return e.err }
-
-// retried sends req, retrying transport failures (not denials or invalid
-// requests) retries times after delayMS (0: 3 s). auth gives each attempt
-// its Authorization header ("" for none); its failure is a *signError.
-func retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest, auth func(context.Context) (string, error)) (*guest.HTTPResponse, error) {
-	delay := 3 * time.Second
-	if delayMS > 0 {
-		delay = time.Duration(delayMS) * time.Millisecond
-	}
-	for i := 0; ; i++ {
-		a, err := auth(ctx)
-		if err != nil {
-			return nil, &signError{err}
-		}
-		delete(req.Header, "Authorization")
-		if a != "" {
-			req.Header["Authorization"] = []string{a}
-		}
-		resp, err := guest.HTTPDo(ctx, req)
-		var ge *guest.Error
-		if err == nil || i >= retries || errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeDeadline) {
-			return resp, err
-		}
-		guest.Logger(ctx).Warn("request failed in transport; retrying", "url", req.URL, "err", err.Error(), "wait", delay.String())
-		if serr := guest.Sleep(ctx, delay); serr != nil {
-			return nil, err
-		}
-	}
 }
