@@ -62,6 +62,20 @@ func ttl(seconds int64) (time.Duration, error) {
 	return time.Duration(seconds) * time.Second, nil
 }
 
+// scope checks a request's capabilities and lifetime before any decision:
+// a malformed request is a 400, not a policy refusal.
+func scope(cs []capability, ttlSeconds int64) ([]capabilities.Capability, time.Duration, error) {
+	d, err := ttl(ttlSeconds)
+	if err != nil {
+		return nil, 0, err
+	}
+	caps := toCaps(cs)
+	if err := capabilities.ValidateCapabilities(caps); err != nil {
+		return nil, 0, api.InvalidParameter("capabilities", err)
+	}
+	return caps, d, nil
+}
+
 func (s *Server) subject(uid uint32) string {
 	if name := s.guard.PrincipalName(uid); name != "" {
 		return name
@@ -75,13 +89,9 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	d, err := ttl(req.TTLSeconds)
+	caps, d, err := scope(req.Capabilities, req.TTLSeconds)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
-		return
-	}
-	if err := capabilities.ValidateCapabilities(toCaps(req.Capabilities)); err != nil {
-		api.WriteError(w, r, s.log, api.InvalidParameter("capabilities", err))
 		return
 	}
 	caller, _ := s.guard.Caller(r.Context())
@@ -90,7 +100,7 @@ func (s *Server) mint(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	tok, c, err := s.tokens.Mint(r.Context(), s.subject(caller.UID), caller.UID, toCaps(req.Capabilities), d)
+	tok, c, err := s.tokens.Mint(r.Context(), s.subject(caller.UID), caller.UID, caps, d)
 	if err != nil {
 		api.WriteError(w, r, s.log, tokenError("capabilities", err))
 		return
@@ -105,13 +115,9 @@ func (s *Server) attenuate(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	d, err := ttl(req.TTLSeconds)
+	caps, d, err := scope(req.Capabilities, req.TTLSeconds)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
-		return
-	}
-	if err := capabilities.ValidateCapabilities(toCaps(req.Capabilities)); err != nil {
-		api.WriteError(w, r, s.log, api.InvalidParameter("capabilities", err))
 		return
 	}
 	caller, _ := s.guard.Caller(r.Context())
@@ -129,7 +135,7 @@ func (s *Server) attenuate(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	tok, c, err := s.tokens.Attenuate(r.Context(), req.Token, caller.UID, toCaps(req.Capabilities), d, to)
+	tok, c, err := s.tokens.Attenuate(r.Context(), req.Token, caller.UID, caps, d, to)
 	if err != nil {
 		api.WriteError(w, r, s.log, tokenError("capabilities", err))
 		return

@@ -69,10 +69,7 @@ func (j *job) keysSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if err != nil {
 		return nil, guest.AsError(err)
 	}
-	if j.h.opts.Keys == nil {
-		return nil, unavailable(op, "key store")
-	}
-	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"hash": r.Hash, "pss": r.PSS}); e != nil {
+	if e := j.keyAccess(ctx, op, r.KeyID, map[string]any{"hash": r.Hash, "pss": r.PSS}); e != nil {
 		return nil, e
 	}
 	var opts crypto.SignerOpts = hash
@@ -90,6 +87,15 @@ func (j *job) keysSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 		return nil, mapErr(op, err)
 	}
 	return encode(op, guest.SignResponse{Signature: sig})
+}
+
+// keyAccess is what every keys.* call checks before it touches the store:
+// that there is one, and that the policy lets the module use key id.
+func (j *job) keyAccess(ctx context.Context, op, id string, details map[string]any) *guest.Error {
+	if j.h.opts.Keys == nil {
+		return unavailable(op, "key store")
+	}
+	return j.authorize(ctx, op, "key:"+id, details)
 }
 
 func (j *job) publicKey(ctx context.Context, op, id string) ([]byte, *guest.Error) {
@@ -113,10 +119,7 @@ func (j *job) keysPublic(ctx context.Context, req []byte) ([]byte, *guest.Error)
 	if r.KeyID == "" {
 		return nil, guest.Errorf(guest.CodeInvalid, "%s: key_id is required", op)
 	}
-	if j.h.opts.Keys == nil {
-		return nil, unavailable(op, "key store")
-	}
-	if e := j.authorize(ctx, op, "key:"+r.KeyID, nil); e != nil {
+	if e := j.keyAccess(ctx, op, r.KeyID, nil); e != nil {
 		return nil, e
 	}
 	return j.publicKey(ctx, op, r.KeyID)
@@ -133,10 +136,7 @@ func (j *job) keysHMAC(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if r.KeyID == "" {
 		return nil, guest.Errorf(guest.CodeInvalid, "%s: key_id is required", op)
 	}
-	if j.h.opts.Keys == nil {
-		return nil, unavailable(op, "key store")
-	}
-	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"algorithm": "HMAC-SHA256"}); e != nil {
+	if e := j.keyAccess(ctx, op, r.KeyID, map[string]any{"algorithm": "HMAC-SHA256"}); e != nil {
 		return nil, e
 	}
 	sig, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.Keys.HMACSHA256(ctx, r.KeyID, r.Message) })
@@ -168,10 +168,7 @@ func (j *job) keysCreateKeyPair(ctx context.Context, req []byte) ([]byte, *guest
 		}
 		algs[i], details[i] = hsm.Algorithm(a), a
 	}
-	if j.h.opts.Keys == nil {
-		return nil, unavailable(op, "key store")
-	}
-	if e := j.authorize(ctx, op, "key:"+r.KeyID, map[string]any{"algorithms": details}); e != nil {
+	if e := j.keyAccess(ctx, op, r.KeyID, map[string]any{"algorithms": details}); e != nil {
 		return nil, e
 	}
 	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.Keys.CreateKeyPair(ctx, r.KeyID, algs) }); err != nil {
