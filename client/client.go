@@ -3,12 +3,9 @@
 package client
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -19,23 +16,17 @@ type Client struct {
 	socket     string
 	apiVersion string
 	token      string
-	hc         *http.Client
+	pool       *pool // shared with the copies WithToken makes
 }
 
 // New returns a client for the socket at path, sending apiVersion on every
 // request. Connections are kept alive and reused.
 func New(path, apiVersion string) *Client {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
-		},
-		MaxIdleConnsPerHost: 16,
-	}
-	return &Client{socket: path, apiVersion: apiVersion, hc: &http.Client{Transport: tr}}
+	return &Client{socket: path, apiVersion: apiVersion, pool: &pool{path: path}}
 }
 
 // WithToken returns a copy of c that sends token as "Authorization: Bearer".
+// The copy shares c's connections.
 func (c *Client) WithToken(token string) *Client {
 	cc := *c
 	cc.token = token
@@ -43,7 +34,7 @@ func (c *Client) WithToken(token string) *Client {
 }
 
 // Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+func (c *Client) Close() { c.pool.closeIdle() }
 
 // Error is a non-2xx answer: the status and the server's message.
 type Error struct {
@@ -56,47 +47,39 @@ func (e *Error) Error() string {
 }
 
 // Do sends method path (path may carry a query) with in as the JSON body
-// (none when nil) and decodes a 2xx JSON answer into out (when non-nil).
+// (none when nil; a json.RawMessage is sent as it is) and decodes a 2xx
+// JSON answer into out (when non-nil; a *json.RawMessage receives the raw
+// body).
 func (c *Client) Do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
+	var body []byte
+	switch v := in.(type) {
+	case nil:
+	case json.RawMessage:
+		body = v
+	default:
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("%s %s: encode request: %w", method, path, err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.url(path), body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
-	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.pool.roundTrip(ctx, method, c.target(path), c.token, body)
 	if err != nil {
 		return fmt.Errorf("%s %s on %s: %w", method, path, c.socket, err)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	if err != nil {
-		return fmt.Errorf("%s %s: read response: %w", method, path, err)
-	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+	b := resp.body
+	if resp.status < 200 || resp.status > 299 {
 		var e struct {
 			Message string `json:"message"`
 		}
 		if json.Unmarshal(b, &e) != nil || e.Message == "" {
 			e.Message = strings.TrimSpace(string(b))
 		}
-		return &Error{Status: resp.StatusCode, Message: e.Message}
+		return &Error{Status: resp.status, Message: e.Message}
 	}
 	if out != nil && len(b) > 0 {
 		if raw, ok := out.(*json.RawMessage); ok {
-			*raw = append((*raw)[:0], b...)
+			*raw = b
 			return nil
 		}
 		if err := json.Unmarshal(b, out); err != nil {
@@ -106,10 +89,11 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-func (c *Client) url(path string) string {
+// target is path with the api-version query parameter added.
+func (c *Client) target(path string) string {
 	sep := "?"
 	if strings.Contains(path, "?") {
 		sep = "&"
 	}
-	return "http://warden.sock" + path + sep + "api-version=" + url.QueryEscape(c.apiVersion)
+	return path + sep + "api-version=" + url.QueryEscape(c.apiVersion)
 }

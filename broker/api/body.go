@@ -33,7 +33,7 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.Method == http.MethodPut && !isJSON {
 		return &Error{Status: http.StatusUnsupportedMediaType, Message: "request body must be application/json"}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := readBody(w, r)
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
@@ -47,14 +47,36 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if r.Method != http.MethodPut && (len(body) == 0 || !isJSON) {
 		return ErrNoBody
 	}
+	// The common case in one pass over a valid body; the Decoder below
+	// only words the error of an invalid one.
+	if json.Unmarshal(body, v) == nil {
+		return nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
 		return &Error{Status: http.StatusUnprocessableEntity, Message: jsonErrorText(err)}
 	}
-	if dec.More() {
-		return &Error{Status: http.StatusUnprocessableEntity, Message: "trailing characters after the JSON value"}
+	// Decode succeeded, so what Unmarshal refused is what follows the value
+	// (even a stray "}", which dec.More would not report).
+	return &Error{Status: http.StatusUnprocessableEntity, Message: "trailing characters after the JSON value"}
+}
+
+// readBody reads the whole body, at most MaxBodyBytes, into a buffer sized
+// by Content-Length when the client sent one.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	n := r.ContentLength
+	if n < 0 || n > MaxBodyBytes {
+		return io.ReadAll(body)
 	}
-	return nil
+	b := make([]byte, n, n+1)
+	if _, err := io.ReadFull(body, b); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
 }
 
 // RequireJSON is ReadJSON for routes that need a body: no body is 400

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -9,6 +8,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
@@ -39,12 +39,38 @@ type Service struct {
 	Logger     *slog.Logger
 }
 
-type apiVersionKey struct{}
-
 // APIVersion returns the request's api-version, as checked by the mux.
 func APIVersion(r *http.Request) string {
-	v, _ := r.Context().Value(apiVersionKey{}).(string)
+	v, _ := queryValue(r.URL.RawQuery, "api-version")
 	return v
+}
+
+// queryValue is url.ParseQuery(query)[name][0] without building the map:
+// pairs are split at "&", a pair holding ";" or a bad escape is skipped.
+func queryValue(query, name string) (string, bool) {
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k != name {
+			if !strings.ContainsAny(k, "%+") {
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != name {
+				continue
+			}
+		}
+		if !strings.ContainsAny(v, "%+") {
+			return v, true
+		}
+		if uv, err := url.QueryUnescape(v); err == nil {
+			return uv, true
+		}
+	}
+	return "", false
 }
 
 // Handler returns the http.Handler for s with aziot's framework behaviour:
@@ -57,18 +83,17 @@ func (s *Service) Handler() http.Handler {
 	}
 	logger := s.Logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		vs, ok := q["api-version"]
-		if !ok || len(vs) == 0 {
+		v, ok := queryValue(r.URL.RawQuery, "api-version")
+		if !ok {
 			WriteError(w, r, logger, BadRequest("api-version not specified"))
 			return
 		}
-		h, ok := byVersion[vs[0]]
+		h, ok := byVersion[v]
 		if !ok {
-			WriteError(w, r, logger, BadRequest("invalid api-version "+strconv.Quote(vs[0])))
+			WriteError(w, r, logger, BadRequest("invalid api-version "+strconv.Quote(v)))
 			return
 		}
-		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), apiVersionKey{}, vs[0])))
+		h.ServeHTTP(w, r)
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -57,6 +58,7 @@ func TestFramework(t *testing.T) {
 		{"malformed JSON without content type", "POST", "/things/a?api-version=2020-09-01", "", "{nope", 422, "", ""},
 		{"wrong JSON type", "POST", "/things/a?api-version=2020-09-01", "", "[1]", 422, "", "invalid type"},
 		{"trailing data", "POST", "/things/a?api-version=2020-09-01", "", "{} {}", 422, "", ""},
+		{"stray closing brace", "POST", "/things/a?api-version=2020-09-01", "", `{"k":"v"}}`, 422, "trailing characters after the JSON value", ""},
 		{"text body ignored", "POST", "/things/a?api-version=2020-09-01", "text/plain", `{"a":1}`, 400, "missing request body", ""},
 		{"empty POST", "POST", "/things/a?api-version=2020-09-01", "application/json", "", 400, "missing request body", ""},
 		{"PUT text", "PUT", "/things/a?api-version=2020-09-01", "text/plain", `{}`, 415, "request body must be application/json", ""},
@@ -121,4 +123,35 @@ func TestErrorBodies(t *testing.T) {
 			t.Errorf("%v: got %d %s, want %d %s", tc.err, w.Code, w.Body, tc.status, tc.body)
 		}
 	}
+}
+
+func TestQueryValueMatchesParseQuery(t *testing.T) {
+	for _, q := range []string{
+		"", "api-version=2020-09-01", "a=1&api-version=x&api-version=y", "api-version", "api-version=",
+		"api%2Dversion=v", "api-version=a%20b", "api-version=a+b", "api-version=%zz&api-version=ok",
+		"api-version=a;b&api-version=c", "&&api-version=v&", "x=%zz", "api-version=%2",
+	} {
+		want, wantOK := url.Values{}, false
+		if v, _ := url.ParseQuery(q); v != nil {
+			want = v
+			_, wantOK = v["api-version"]
+		}
+		got, ok := queryValue(q, "api-version")
+		if ok != wantOK || (ok && got != want.Get("api-version")) {
+			t.Errorf("queryValue(%q) = %q, %v; ParseQuery gives %q, %v", q, got, ok, want.Get("api-version"), wantOK)
+		}
+	}
+}
+
+func FuzzQueryValue(f *testing.F) {
+	f.Add("a=1&api-version=2020-09-01")
+	f.Add("api%2Dversion=%zz;&api-version=b+c")
+	f.Fuzz(func(t *testing.T, q string) {
+		v, _ := url.ParseQuery(q)
+		vs, wantOK := v["api-version"]
+		got, ok := queryValue(q, "api-version")
+		if ok != wantOK || (ok && got != vs[0]) {
+			t.Fatalf("queryValue(%q) = %q, %v; ParseQuery gives %q", q, got, ok, vs)
+		}
+	})
 }

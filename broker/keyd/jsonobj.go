@@ -4,8 +4,8 @@ import "errors"
 
 // Hot request bodies (sign, encrypt, decrypt, and those carrying only a
 // handle) are decoded by walking their members here rather than through
-// encoding/json's reflection. encoding/json's Decoder has validated the
-// whole value before it calls UnmarshalJSON, so the walker may assume
+// encoding/json's reflection. encoding/json has validated the whole value
+// before it calls UnmarshalJSON, so the walker may assume
 // well-formed JSON; it still never reads out of bounds on anything else.
 
 var errNotObject = errors.New("not a JSON object")

@@ -1,0 +1,234 @@
+package client
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// The transport is HTTP/1.1 over pooled keep-alive Unix connections, one
+// request at a time per connection, run in the calling goroutine. It does
+// what http.Transport would do for these sockets without its per-request
+// hand-off to a reader and a writer goroutine, which on a signing request
+// costs more CPU than the signature (docs/decisions.md, "Client
+// transport"). Responses are parsed by net/http's own ReadResponse.
+
+// maxIdle is how many idle connections a Client keeps. The broker serves at
+// most max_requests (default 10) connections of one uid.
+const maxIdle = 16
+
+// maxResponseBytes bounds a response body.
+const maxResponseBytes = 8 << 20
+
+// aLongTimeAgo is a deadline in the past: setting it interrupts blocked I/O.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// pool is the idle connections of one socket, shared by a Client and the
+// copies WithToken makes.
+type pool struct {
+	path string
+	mu   sync.Mutex
+	idle []*conn
+}
+
+// conn is one keep-alive connection.
+type conn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	wbuf     []byte // the request being written, reused
+	deadline bool   // a deadline is set and must be cleared before reuse
+}
+
+func (p *pool) get() *conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.idle); n > 0 {
+		c := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		return c
+	}
+	return nil
+}
+
+func (p *pool) put(c *conn) {
+	if c.deadline {
+		if c.nc.SetDeadline(time.Time{}) != nil {
+			c.nc.Close()
+			return
+		}
+		c.deadline = false
+	}
+	p.mu.Lock()
+	if len(p.idle) < maxIdle {
+		p.idle = append(p.idle, c)
+		c = nil
+	}
+	p.mu.Unlock()
+	if c != nil {
+		c.nc.Close()
+	}
+}
+
+func (p *pool) closeIdle() {
+	p.mu.Lock()
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, c := range idle {
+		c.nc.Close()
+	}
+}
+
+func (p *pool) dial(ctx context.Context) (*conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", p.path)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}, nil
+}
+
+// response is a whole answer.
+type response struct {
+	status int
+	body   []byte
+}
+
+// roundTrip sends one request (target is the path and query, token may be
+// empty, body nil for none) and reads the whole answer. A request that
+// fails on a reused connection before any byte of an answer arrives is sent
+// once more on a new connection: the broker closes idle connections, and a
+// request it never read was never acted on.
+func (p *pool) roundTrip(ctx context.Context, method, target, token string, body []byte) (response, error) {
+	for {
+		c, reused := p.get(), true
+		if c == nil {
+			var err error
+			if c, err = p.dial(ctx); err != nil {
+				return response{}, err
+			}
+			reused = false
+		}
+		resp, retry, err := c.exchange(ctx, method, target, token, body)
+		if err == nil {
+			if resp.keep {
+				p.put(c)
+			} else {
+				c.nc.Close()
+			}
+			return resp.response, nil
+		}
+		c.nc.Close()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// The connection's deadline is ctx's, and may fire before ctx's
+			// own timer does.
+			if _, ok := ctx.Deadline(); ok || ctx.Err() != nil {
+				return response{}, cmp.Or(ctx.Err(), context.DeadlineExceeded)
+			}
+		}
+		if ctx.Err() != nil {
+			return response{}, ctx.Err()
+		}
+		if !retry || !reused {
+			return response{}, err
+		}
+	}
+}
+
+type exchanged struct {
+	response
+	keep bool // the connection may carry another request
+}
+
+// exchange writes the request and reads the answer on c. retry reports
+// that the server sent nothing before the connection failed.
+func (c *conn) exchange(ctx context.Context, method, target, token string, body []byte) (r exchanged, retry bool, err error) {
+	if dl, ok := ctx.Deadline(); ok {
+		if err := c.nc.SetDeadline(dl); err != nil {
+			return r, false, err
+		}
+		c.deadline = true
+	}
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() { c.nc.SetDeadline(aLongTimeAgo) })
+		defer func() {
+			if !stop() && err == nil {
+				r.keep = false // the deadline was moved under the request
+			}
+		}()
+	}
+	c.wbuf = appendRequest(c.wbuf[:0], method, target, token, body)
+	if _, err := c.nc.Write(c.wbuf); err != nil {
+		return r, true, err
+	}
+	if _, err := c.br.Peek(1); err != nil {
+		return r, true, err
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return r, false, fmt.Errorf("read response: %w", err)
+	}
+	r.status = resp.StatusCode
+	r.body, err = readBody(resp)
+	if err != nil {
+		return r, false, err
+	}
+	// A body that ran to the end of the stream leaves nothing to reuse.
+	r.keep = !resp.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
+	return r, false, nil
+}
+
+// appendRequest appends an HTTP/1.1 request to b.
+func appendRequest(b []byte, method, target, token string, body []byte) []byte {
+	b = append(b, method...)
+	b = append(b, ' ')
+	b = append(b, target...)
+	b = append(b, " HTTP/1.1\r\nHost: warden.sock\r\n"...)
+	if token != "" {
+		b = append(b, "Authorization: Bearer "...)
+		b = append(b, token...)
+		b = append(b, "\r\n"...)
+	}
+	if body != nil {
+		b = append(b, "Content-Type: application/json\r\nContent-Length: "...)
+		b = strconv.AppendInt(b, int64(len(body)), 10)
+		b = append(b, "\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	return append(b, body...)
+}
+
+var errTooLarge = errors.New("response body too large")
+
+// readBody reads resp's whole body, at most maxResponseBytes.
+func readBody(resp *http.Response) ([]byte, error) {
+	defer resp.Body.Close()
+	if n := resp.ContentLength; n >= 0 {
+		if n > maxResponseBytes {
+			return nil, errTooLarge
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, fmt.Errorf("read response: %w", err)
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read response: %w", err)
+	}
+	if len(b) > maxResponseBytes {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
