@@ -59,7 +59,7 @@ type server struct {
 	name     string
 	path     string
 	listener *api.Listener
-	http     *http.Server
+	http     *api.Server
 }
 
 // New builds a broker from cfg: it creates the state directory (0700), loads
@@ -204,13 +204,11 @@ func (b *Broker) listen(cfg *config.Config) error {
 			return err
 		}
 		ln := api.NewListener(l, name, cfg.MaxRequests(name), b.log)
-		b.servers = append(b.servers, &server{name: name, path: path, listener: ln, http: &http.Server{
-			Handler:           svcs[name].Handler(),
-			ReadHeaderTimeout: 5 * time.Second,
-			ReadTimeout:       5 * time.Second,
-			IdleTimeout:       30 * time.Second,
-			ConnContext:       api.ConnContext,
-			ErrorLog:          slog.NewLogLogger(b.log.Handler(), slog.LevelDebug),
+		b.servers = append(b.servers, &server{name: name, path: path, listener: ln, http: &api.Server{
+			Handler:     svcs[name].Handler(),
+			ReadTimeout: 5 * time.Second,
+			IdleTimeout: 30 * time.Second,
+			Logger:      b.log.With("socket", name),
 		}})
 	}
 	return nil

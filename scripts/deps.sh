@@ -11,7 +11,7 @@ command -v go >/dev/null || die "go is not on PATH"
 
 # Debian packages: real peers (SoftHSM2 for PKCS#11, opensc's pkcs11-tool,
 # openssl to verify signatures independently).
-apt_pkgs=(softhsm2 opensc openssl swtpm swtpm-tools tpm2-tools)
+apt_pkgs=(softhsm2 opensc openssl swtpm swtpm-tools tpm2-tools curl)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
