@@ -49,7 +49,12 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	// The common case in one pass over a valid body; the Decoder below
 	// only words the error of an invalid one.
-	if json.Unmarshal(body, v) == nil {
+	if u, ok := v.(json.Unmarshaler); ok {
+		// What json.Unmarshal would do for it, without its second scan.
+		if json.Valid(body) && u.UnmarshalJSON(bytes.TrimSpace(body)) == nil {
+			return nil
+		}
+	} else if json.Unmarshal(body, v) == nil {
 		return nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
