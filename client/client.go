@@ -13,16 +13,16 @@ import (
 
 // Client talks to one socket.
 type Client struct {
-	socket     string
-	apiVersion string
-	token      string
-	pool       *pool // shared with the copies WithToken makes
+	socket  string
+	version string // the api-version, query-escaped
+	token   string
+	pool    *pool // shared with the copies WithToken makes
 }
 
 // New returns a client for the socket at path, sending apiVersion on every
 // request. Connections are kept alive and reused.
 func New(path, apiVersion string) *Client {
-	return &Client{socket: path, apiVersion: apiVersion, pool: &pool{path: path}}
+	return &Client{socket: path, version: url.QueryEscape(apiVersion), pool: &pool{path: path}}
 }
 
 // WithToken returns a copy of c that sends token as "Authorization: Bearer".
@@ -63,19 +63,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = b
 	}
-	resp, err := c.pool.roundTrip(ctx, method, c.target(path), c.token, body)
+	b, err := c.Raw(ctx, method, path, body)
 	if err != nil {
-		return fmt.Errorf("%s %s on %s: %w", method, path, c.socket, err)
-	}
-	b := resp.body
-	if resp.status < 200 || resp.status > 299 {
-		var e struct {
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(b))
-		}
-		return &Error{Status: resp.status, Message: e.Message}
+		return err
 	}
 	if out != nil && len(b) > 0 {
 		if raw, ok := out.(*json.RawMessage); ok {
@@ -89,11 +79,21 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any) error
 	return nil
 }
 
-// target is path with the api-version query parameter added.
-func (c *Client) target(path string) string {
-	sep := "?"
-	if strings.Contains(path, "?") {
-		sep = "&"
+// Raw sends method path with body (JSON, sent as it is; nil for none) and
+// returns the body of a 2xx answer. Any other answer is an *Error.
+func (c *Client) Raw(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+	resp, err := c.pool.roundTrip(ctx, &request{method: method, path: path, version: c.version, token: c.token, body: body})
+	if err != nil {
+		return nil, fmt.Errorf("%s %s on %s: %w", method, path, c.socket, err)
 	}
-	return path + sep + "api-version=" + url.QueryEscape(c.apiVersion)
+	if resp.status < 200 || resp.status > 299 {
+		var e struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(resp.body, &e) != nil || e.Message == "" {
+			e.Message = strings.TrimSpace(string(resp.body))
+		}
+		return nil, &Error{Status: resp.status, Message: e.Message}
+	}
+	return resp.body, nil
 }

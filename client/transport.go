@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -98,18 +99,24 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}, nil
 }
 
+// request is what roundTrip sends: method, path (which may carry a query),
+// the escaped api-version, an optional bearer token and JSON body.
+type request struct {
+	method, path, version, token string
+	body                         []byte
+}
+
 // response is a whole answer.
 type response struct {
 	status int
 	body   []byte
 }
 
-// roundTrip sends one request (target is the path and query, token may be
-// empty, body nil for none) and reads the whole answer. A request that
+// roundTrip sends one request and reads the whole answer. A request that
 // fails on a reused connection before any byte of an answer arrives is sent
 // once more on a new connection: the broker closes idle connections, and a
 // request it never read was never acted on.
-func (p *pool) roundTrip(ctx context.Context, method, target, token string, body []byte) (response, error) {
+func (p *pool) roundTrip(ctx context.Context, req *request) (response, error) {
 	for {
 		c, reused := p.get(), true
 		if c == nil {
@@ -119,7 +126,7 @@ func (p *pool) roundTrip(ctx context.Context, method, target, token string, body
 			}
 			reused = false
 		}
-		resp, retry, err := c.exchange(ctx, method, target, token, body)
+		resp, retry, err := c.exchange(ctx, req)
 		if err == nil {
 			if resp.keep {
 				p.put(c)
@@ -152,7 +159,7 @@ type exchanged struct {
 
 // exchange writes the request and reads the answer on c. retry reports
 // that the server sent nothing before the connection failed.
-func (c *conn) exchange(ctx context.Context, method, target, token string, body []byte) (r exchanged, retry bool, err error) {
+func (c *conn) exchange(ctx context.Context, req *request) (r exchanged, retry bool, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if err := c.nc.SetDeadline(dl); err != nil {
 			return r, false, err
@@ -167,7 +174,7 @@ func (c *conn) exchange(ctx context.Context, method, target, token string, body 
 			}
 		}()
 	}
-	c.wbuf = appendRequest(c.wbuf[:0], method, target, token, body)
+	c.wbuf = appendRequest(c.wbuf[:0], req)
 	if _, err := c.nc.Write(c.wbuf); err != nil {
 		return r, true, err
 	}
@@ -188,24 +195,30 @@ func (c *conn) exchange(ctx context.Context, method, target, token string, body 
 	return r, false, nil
 }
 
-// appendRequest appends an HTTP/1.1 request to b.
-func appendRequest(b []byte, method, target, token string, body []byte) []byte {
-	b = append(b, method...)
+// appendRequest appends req as HTTP/1.1 to b.
+func appendRequest(b []byte, req *request) []byte {
+	b = append(b, req.method...)
 	b = append(b, ' ')
-	b = append(b, target...)
+	b = append(b, req.path...)
+	if strings.IndexByte(req.path, '?') >= 0 {
+		b = append(b, "&api-version="...)
+	} else {
+		b = append(b, "?api-version="...)
+	}
+	b = append(b, req.version...)
 	b = append(b, " HTTP/1.1\r\nHost: warden.sock\r\n"...)
-	if token != "" {
+	if req.token != "" {
 		b = append(b, "Authorization: Bearer "...)
-		b = append(b, token...)
+		b = append(b, req.token...)
 		b = append(b, "\r\n"...)
 	}
-	if body != nil {
+	if req.body != nil {
 		b = append(b, "Content-Type: application/json\r\nContent-Length: "...)
-		b = strconv.AppendInt(b, int64(len(body)), 10)
+		b = strconv.AppendInt(b, int64(len(req.body)), 10)
 		b = append(b, "\r\n"...)
 	}
 	b = append(b, "\r\n"...)
-	return append(b, body...)
+	return append(b, req.body...)
 }
 
 var errTooLarge = errors.New("response body too large")

@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 )
 
 // The signing and encryption calls are hot: their bodies are built and
@@ -34,8 +33,8 @@ func appendBytes(b, data []byte) []byte {
 // postBytes POSTs body to path and returns the base64-decoded member name
 // of the answer {"<name>":"<base64>"}.
 func (c *Client) postBytes(ctx context.Context, path string, body []byte, name string) ([]byte, error) {
-	var raw json.RawMessage
-	if err := c.do(ctx, http.MethodPost, path, json.RawMessage(body), &raw); err != nil {
+	raw, err := c.post(ctx, path, body)
+	if err != nil {
 		return nil, err
 	}
 	v, ok := singleField(raw, name)
@@ -44,29 +43,30 @@ func (c *Client) postBytes(ctx context.Context, path string, body []byte, name s
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return nil, fmt.Errorf("decode response: %w", err)
 		}
-		v = m[name]
+		v = []byte(m[name])
 	}
-	out, err := base64.StdEncoding.DecodeString(v)
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(v)))
+	n, err := base64.StdEncoding.Decode(out, v)
 	if err != nil {
 		return nil, fmt.Errorf("decode response: %s: %w", name, err)
 	}
-	return out, nil
+	return out[:n], nil
 }
 
 // singleField reads {"<name>":"<value>"} written without spaces or escapes.
-func singleField(raw []byte, name string) (string, bool) {
+func singleField(raw []byte, name string) ([]byte, bool) {
 	prefix := len(name) + 5 // {"name":"
 	if len(raw) < prefix+2 || raw[0] != '{' || raw[1] != '"' || string(raw[2:2+len(name)]) != name ||
 		string(raw[2+len(name):prefix]) != `":"` || string(raw[len(raw)-2:]) != `"}` {
-		return "", false
+		return nil, false
 	}
 	v := raw[prefix : len(raw)-2]
 	for _, c := range v {
 		if c == '"' || c == '\\' {
-			return "", false
+			return nil, false
 		}
 	}
-	return string(v), true
+	return v, true
 }
 
 // signBody is K11's request.

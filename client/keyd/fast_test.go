@@ -51,7 +51,7 @@ func TestSingleField(t *testing.T) {
 	}
 	for _, tc := range cases {
 		v, ok := singleField([]byte(tc.raw), tc.name)
-		if v != tc.want || ok != tc.ok {
+		if string(v) != tc.want || ok != tc.ok {
 			t.Errorf("singleField(%s) = %q %v, want %q %v", tc.raw, v, ok, tc.want, tc.ok)
 		}
 	}

@@ -83,6 +83,17 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	return c.c.Do(ctx, method, path, in, out)
 }
 
+// post is client.Raw's POST within the concurrency limit.
+func (c *Client) post(ctx context.Context, path string, body []byte) ([]byte, error) {
+	select {
+	case c.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-c.sem }()
+	return c.c.Raw(ctx, http.MethodPost, path, body)
+}
+
 // Close releases idle connections.
 func (c *Client) Close() { c.c.Close() }
 
