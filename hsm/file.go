@@ -21,6 +21,8 @@ import (
 	"path/filepath"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/warden-iot/warden/internal/atomicfile"
 )
 
@@ -62,7 +64,7 @@ var _ Backend = (*FileBackend)(nil)
 
 // fileEntry is one parsed key file.
 type fileEntry struct {
-	fi   os.FileInfo // the file the entry was read from
+	ver  fileVersion // the file the entry was read from
 	raw  []byte      // the file's bytes: the key, for a symmetric key
 	priv crypto.Signer
 	err  error   // why priv is nil: the file is not a PEM private key
@@ -131,18 +133,19 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	if err := checkPath(path); err != nil {
 		return nil, err
 	}
-	fi, err := os.Stat(path)
+	var st unix.Stat_t
+	err := unix.Stat(path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
 		b.forget(path)
 		return nil, fmt.Errorf("%w: no key file %s", ErrNotFound, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("stat key file: %w", err)
+		return nil, fmt.Errorf("stat key file %s: %w", path, err)
 	}
 	b.mu.RLock()
 	e := b.cache[path]
 	b.mu.RUnlock()
-	if e != nil && sameVersion(e.fi, fi) {
+	if e != nil && e.ver == versionOf(&st) {
 		return e, nil
 	}
 	e, err = readKeyFile(path)
@@ -155,8 +158,17 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	return e, nil
 }
 
-func sameVersion(a, b os.FileInfo) bool {
-	return os.SameFile(a, b) && a.Size() == b.Size() && a.ModTime().Equal(b.ModTime())
+// fileVersion tells a key file from its replacement: another inode, size,
+// modification or change time. (unix.Stat rather than os.Stat: this runs on
+// every signature and os.Stat allocates.)
+type fileVersion struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime unix.Timespec
+}
+
+func versionOf(st *unix.Stat_t) fileVersion {
+	return fileVersion{dev: uint64(st.Dev), ino: uint64(st.Ino), size: st.Size, mtime: st.Mtim, ctime: st.Ctim}
 }
 
 func (b *FileBackend) forget(path string) {
@@ -176,11 +188,11 @@ func readKeyFile(path string) (*fileEntry, error) {
 		return nil, fmt.Errorf("open key file: %w", err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat key file: %w", err)
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("stat key file %s: %w", path, err)
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("%w: %s is not a regular file", ErrMalformed, path)
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
@@ -193,7 +205,7 @@ func readKeyFile(path string) (*fileEntry, error) {
 	case len(raw) > maxKeyFileSize:
 		return nil, fmt.Errorf("%w: key file %s is larger than %d bytes", ErrMalformed, path, maxKeyFileSize)
 	}
-	e := &fileEntry{fi: fi, raw: raw}
+	e := &fileEntry{ver: versionOf(&st), raw: raw}
 	e.priv, e.err = parsePrivateKey(raw)
 	if k, ok := e.priv.(*rsa.PrivateKey); ok {
 		e.crt = newRSACRT(k)

@@ -78,6 +78,25 @@ type Keys struct {
 	// hvkGen counts changes to the handle-validation key made through the
 	// store; Handles drops its cache when it moves.
 	hvkGen atomic.Uint64
+
+	// paths caches keyPath (a SHA-256 and a join per call otherwise), for
+	// at most maxCachedPaths IDs so that probes of unknown IDs cannot grow it.
+	paths  sync.Map // key ID → file path
+	npaths atomic.Int64
+}
+
+const maxCachedPaths = 4096
+
+// keyPath is the key file of id in the home directory.
+func (k *Keys) keyPath(id string) string {
+	if p, ok := k.paths.Load(id); ok {
+		return p.(string)
+	}
+	p := filepath.Join(k.homeDir, "keys", KeyFileName(id))
+	if k.npaths.Add(1) <= maxCachedPaths {
+		k.paths.Store(id, p)
+	}
+	return p
 }
 
 // pkcs11Holder lets an interface value sit in an atomic.Pointer.
@@ -227,7 +246,7 @@ func (k *Keys) locations(id string) ([]location, error) {
 		locs = append(locs, location{b: b, loc: withObject(k.baseSlot, id)})
 	}
 	if k.homeDir != "" {
-		locs = append(locs, location{b: k.file, loc: filepath.Join(k.homeDir, "keys", KeyFileName(id)), file: true})
+		locs = append(locs, location{b: k.file, loc: k.keyPath(id), file: true})
 	}
 	if len(locs) == 0 {
 		return nil, fmt.Errorf("%w: no way to create keys (set homedir_path or a PKCS#11 base slot)", ErrInvalidParameter)

@@ -26,7 +26,7 @@ var ErrNoBody = errors.New("no request body")
 // read deadline is 408; a body over MaxBodyBytes is 413.
 func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	isJSON := true
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		mt, _, err := mime.ParseMediaType(ct)
 		isJSON = err == nil && mt == "application/json"
 	}
