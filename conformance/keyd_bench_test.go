@@ -9,7 +9,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -232,4 +234,73 @@ func findKey(b *testing.B, p *pkcs11.Ctx, s pkcs11.SessionHandle, label string) 
 		b.Fatalf("find %s: %v", label, err)
 	}
 	return hs[0]
+}
+
+// BenchmarkSocketFloorECDSA is the bound the keyd figures sit under: the
+// same ECDSA P-256 signatures with 8 clients over a Unix socket in this
+// process, with no HTTP, JSON, policy or store — 32 bytes each way on a
+// kept connection — beside in-process signing. The gap between its ratio
+// and BenchmarkKeydSign's is what Warden's pipeline costs; the gap between
+// its ratio and 1 is what a socket round trip costs the Go runtime here.
+func BenchmarkSocketFloorECDSA(b *testing.B) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := sha256.Sum256([]byte("benchmark"))
+	ln, err := net.Listen("unix", filepath.Join(b.TempDir(), "floor.sock"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				in, out := make([]byte, 32), make([]byte, 80) // a P-256 DER signature is at most 72 bytes
+				for {
+					if _, err := io.ReadFull(c, in); err != nil {
+						return
+					}
+					sig, err := ecdsa.SignASN1(rand.Reader, key, in)
+					if err != nil {
+						return
+					}
+					copy(out, sig)
+					if _, err := c.Write(out); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	const clients = 8
+	sockRate := rateRun(b, "socket", func(b *testing.B) {
+		conns := make(chan net.Conn, clients)
+		for range clients {
+			c, err := net.Dial("unix", ln.Addr().String())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			conns <- c
+		}
+		parallel(b, clients, func() error {
+			c := <-conns
+			defer func() { conns <- c }()
+			if _, err := c.Write(digest[:]); err != nil {
+				return err
+			}
+			_, err := io.ReadFull(c, make([]byte, 80))
+			return err
+		})
+	})
+	inRate := rateRun(b, "inprocess", func(b *testing.B) {
+		parallel(b, clients, func() error {
+			_, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+			return err
+		})
+	})
+	printRatio("raw Unix socket ecdsa-p256 sign (no HTTP), 8 clients: socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n", sockRate, inRate)
 }

@@ -3,7 +3,6 @@ package keyd
 import (
 	"encoding/base64"
 	"net/http"
-	"strconv"
 
 	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/hsm"
@@ -28,16 +27,15 @@ func writeField(w http.ResponseWriter, name, value string) {
 	writeBody(w, b)
 }
 
-// writeBody writes a 200 with the JSON body b.
+// writeBody writes a 200 with the JSON body b (api.Server adds its
+// Content-Length).
 func writeBody(w http.ResponseWriter, b []byte) {
-	h := w.Header()
-	h["Content-Type"] = contentTypeJSON
-	h["Content-Length"] = []string{strconv.Itoa(len(b))}
+	w.Header()["Content-Type"] = contentTypeJSON
 	w.WriteHeader(http.StatusOK)
 	w.Write(b)
 }
 
-// contentTypeJSON is shared by every answer (net/http only reads it).
+// contentTypeJSON is shared by every answer (the server only reads it).
 var contentTypeJSON = []string{"application/json"}
 
 // writeBytes writes {"<name>":"<base64 of data>"}.
