@@ -155,9 +155,63 @@ type serverConn struct {
 	srv  *Server
 	nc   net.Conn
 	idle atomic.Bool // waiting for a request (Shutdown may close it)
-	lr   io.LimitedReader
+	r    connReader
 	br   *bufio.Reader
 	w    responseWriter
+
+	// The read deadline in force, and whether it is a request's (else the
+	// idle one). Deadlines are timers in the runtime's poller; moving one
+	// earlier can wake a sleeping thread, so they move only when needed.
+	deadline    time.Time
+	reqDeadline bool
+}
+
+// connReader is what the connection's bufio.Reader reads: the connection,
+// within a byte limit (the header limit while a request is parsed), and
+// with the request's read deadline set at its first read from the
+// connection. A request that arrived whole with its first byte (the usual
+// case: one write from the client) never needs it.
+type connReader struct {
+	c      *serverConn
+	remain int64
+	arm    bool // set the request deadline before the next read
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.remain <= 0 {
+		return 0, io.EOF
+	}
+	if r.arm {
+		r.arm = false
+		r.c.setDeadline(time.Now().Add(r.c.srv.ReadTimeout), true)
+	}
+	if int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.c.nc.Read(p)
+	r.remain -= int64(n)
+	return n, err
+}
+
+func (c *serverConn) setDeadline(t time.Time, request bool) {
+	c.nc.SetReadDeadline(t)
+	c.deadline, c.reqDeadline = t, request
+}
+
+// awaitIdle sets the idle deadline unless the one in force is recent
+// enough: a connection is closed after between 7/8 of IdleTimeout and
+// IdleTimeout without a request.
+func (c *serverConn) awaitIdle() {
+	t := c.srv.IdleTimeout
+	switch {
+	case t > 0:
+		now := time.Now()
+		if c.reqDeadline || c.deadline.Sub(now) < t-t/8 {
+			c.setDeadline(now.Add(t), false)
+		}
+	case c.reqDeadline:
+		c.setDeadline(time.Time{}, false)
+	}
 }
 
 func (c *serverConn) serve() {
@@ -166,30 +220,26 @@ func (c *serverConn) serve() {
 		c.srv.untrack(c)
 	}()
 	ctx := ConnContext(context.Background(), c.nc)
-	c.lr.R = c.nc
-	c.br = bufio.NewReaderSize(&c.lr, 4096)
+	c.r.c = c
+	c.br = bufio.NewReaderSize(&c.r, 4096)
 	for {
 		c.idle.Store(true)
 		if c.srv.closing.Load() {
 			return
 		}
-		if t := c.srv.IdleTimeout; t > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(t))
-		}
-		c.lr.N = maxHeaderBytes
+		c.awaitIdle()
+		c.r.remain, c.r.arm = maxHeaderBytes, false
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
 		c.idle.Store(false)
-		if t := c.srv.ReadTimeout; t > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(t))
-		}
+		c.r.arm = c.srv.ReadTimeout > 0
 		req, err := http.ReadRequest(c.br)
 		if err != nil {
 			c.refuse(err)
 			return
 		}
-		c.lr.N = 1<<63 - 1 // the handler bounds the body it reads
+		c.r.remain = 1<<63 - 1 // the handler bounds the body it reads
 		if !c.serveRequest(ctx, req) {
 			return
 		}
@@ -199,7 +249,7 @@ func (c *serverConn) serve() {
 // refuse answers a request that could not be parsed, then the connection
 // is closed.
 func (c *serverConn) refuse(err error) {
-	if c.lr.N <= 0 { // the header limit, seen by ReadRequest as an early EOF
+	if c.r.remain <= 0 { // the header limit, seen by ReadRequest as an early EOF
 		c.srv.logger().Debug("request headers too large")
 		io.WriteString(c.nc, "HTTP/1.1 "+statusLine(http.StatusRequestHeaderFieldsTooLarge)+"\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"+statusLine(http.StatusRequestHeaderFieldsTooLarge))
 		return

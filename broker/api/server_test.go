@@ -204,34 +204,39 @@ func TestServerExpectContinue(t *testing.T) {
 	}
 }
 
-// TestServerTimeouts: a body slower than ReadTimeout fails the handler's
-// read; a connection idle for IdleTimeout is closed.
+// TestServerTimeouts: a request slower than ReadTimeout (body or headers)
+// fails or closes; a connection idle for IdleTimeout is closed.
 func TestServerTimeouts(t *testing.T) {
-	path := startServer(t, &Server{Handler: testHandler(), ReadTimeout: 200 * time.Millisecond, IdleTimeout: 300 * time.Millisecond})
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
+	path := startServer(t, &Server{Handler: testHandler(), ReadTimeout: 200 * time.Millisecond, IdleTimeout: time.Second})
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
 	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
+	c := dial()
 	io.WriteString(c, "POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("slow body: %v %v", resp, err)
 	}
-	c2, err := net.Dial("unix", path)
-	if err != nil {
-		t.Fatal(err)
+	closedAfter := func(c net.Conn) time.Duration {
+		start := time.Now()
+		if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+			t.Errorf("read: %v, want EOF", err)
+		}
+		return time.Since(start)
 	}
-	defer c2.Close()
-	c2.SetDeadline(time.Now().Add(5 * time.Second))
-	start := time.Now()
-	if _, err := c2.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
-		t.Errorf("idle connection: %v", err)
+	slow := dial()
+	io.WriteString(slow, "GET /x HTTP/1.1\r\nHost: h\r\n") // no end of headers
+	if d := closedAfter(slow); d > 800*time.Millisecond {
+		t.Errorf("headers that never end closed after %v, want about ReadTimeout", d)
 	}
-	if d := time.Since(start); d < 250*time.Millisecond {
-		t.Errorf("idle connection closed after %v", d)
+	if d := closedAfter(dial()); d < 800*time.Millisecond {
+		t.Errorf("idle connection closed after %v, want about IdleTimeout", d)
 	}
 }
 
