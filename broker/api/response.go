@@ -58,11 +58,8 @@ func (w *responseWriter) WriteHeader(code int) {
 
 // Write appends to the body.
 func (w *responseWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if !bodyAllowed(w.status) {
-		return 0, http.ErrBodyNotAllowed
+	if err := w.startBody(); err != nil {
+		return 0, err
 	}
 	w.body = append(w.body, p...)
 	return len(p), nil
@@ -70,14 +67,23 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 
 // WriteString appends to the body.
 func (w *responseWriter) WriteString(s string) (int, error) {
+	if err := w.startBody(); err != nil {
+		return 0, err
+	}
+	w.body = append(w.body, s...)
+	return len(s), nil
+}
+
+// startBody sends 200 unless a status was set, and refuses a body the
+// status does not allow.
+func (w *responseWriter) startBody() error {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
 	if !bodyAllowed(w.status) {
-		return 0, http.ErrBodyNotAllowed
+		return http.ErrBodyNotAllowed
 	}
-	w.body = append(w.body, s...)
-	return len(s), nil
+	return nil
 }
 
 func bodyAllowed(status int) bool {
