@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -333,4 +334,59 @@ func TestServerCurl(t *testing.T) {
 			t.Errorf("curl got %.100q", out)
 		}
 	}
+}
+
+// FuzzServeConn feeds arbitrary bytes to a connection: the server answers
+// with HTTP/1.1 or closes, and never panics or hangs once the input ends.
+func FuzzServeConn(f *testing.F) {
+	f.Add("GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	f.Add("POST /echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET /x HTTP/1.0\r\n\r\n")
+	f.Add("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+	f.Add("POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx")
+	f.Add("GET /panic HTTP/1.1\r\n\r\n")
+	s := &Server{Handler: testHandler(), ReadTimeout: time.Second, IdleTimeout: time.Second}
+	f.Fuzz(func(t *testing.T, in string) {
+		client, server := socketPair(t)
+		c := &serverConn{srv: s, nc: server}
+		done := make(chan struct{})
+		go func() { c.serve(); close(done) }()
+		go func() {
+			io.WriteString(client, in)
+			client.CloseWrite()
+		}()
+		client.SetDeadline(time.Now().Add(5 * time.Second))
+		out, err := io.ReadAll(client)
+		client.Close()
+		if err != nil {
+			t.Fatalf("reading the answer: %v", err)
+		}
+		if len(out) > 0 && !strings.HasPrefix(string(out), "HTTP/1.1 ") {
+			t.Fatalf("answer %.60q", out)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the connection loop did not end")
+		}
+	})
+}
+
+// socketPair returns the two ends of a connected Unix stream socket pair.
+func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ends [2]*net.UnixConn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "socketpair")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends[i] = c.(*net.UnixConn)
+	}
+	return ends[0], ends[1]
 }
