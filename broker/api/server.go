@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/go-chi/chi/v5"
 )
 
 // Server serves an http.Handler over HTTP/1.1 on the broker's Unix sockets.
@@ -219,7 +221,11 @@ func (c *serverConn) serve() {
 		c.nc.Close()
 		c.srv.untrack(c)
 	}()
-	ctx := ConnContext(context.Background(), c.nc)
+	// chi allocates a routing context and a copy of the request for every
+	// request unless it finds one in the request's context, as it does
+	// under a parent router; the connection's, reset per request, serves.
+	rctx := chi.NewRouteContext()
+	ctx := context.WithValue(ConnContext(context.Background(), c.nc), chi.RouteCtxKey, rctx)
 	c.r.c = c
 	c.br = bufio.NewReaderSize(&c.r, 4096)
 	for {
@@ -240,6 +246,7 @@ func (c *serverConn) serve() {
 			return
 		}
 		c.r.remain = 1<<63 - 1 // the handler bounds the body it reads
+		rctx.Reset()
 		if !c.serveRequest(ctx, req) {
 			return
 		}
