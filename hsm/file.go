@@ -20,6 +20,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -47,28 +49,32 @@ const maxKeyFileSize = 1 << 20
 // is per FileBackend, so one process should use one FileBackend per
 // directory (Keys does).
 //
-// Parsed keys are cached in memory by path. Each use stats the file and
-// re-reads it only when it changed (another inode, size or modification
-// time), so a key replaced or removed behind Warden's back is noticed as
-// aziot, which reads the file on every call, would notice it.
+// Parsed keys are cached in memory by path. A use stats the file when the
+// entry was last checked more than recheckAfter ago, and re-reads it only
+// when it changed (another inode, size, modification or change time). So a
+// key replaced or removed behind Warden's back is noticed within 100 ms
+// (aziot, which reads the file on every call, notices it at the next call);
+// changes made through the backend are seen at once.
 type FileBackend struct {
 	log   *slog.Logger
 	seed  maphash.Seed
 	locks [64]sync.Mutex // create/import/delete/move, striped by path
 
-	mu    sync.RWMutex
-	cache map[string]*fileEntry
+	mu      sync.RWMutex
+	cache   map[string]*fileEntry
+	recheck time.Duration // recheckAfter; tests shorten it
 }
 
 var _ Backend = (*FileBackend)(nil)
 
 // fileEntry is one parsed key file.
 type fileEntry struct {
-	ver  fileVersion // the file the entry was read from
-	raw  []byte      // the file's bytes: the key, for a symmetric key
-	priv crypto.Signer
-	err  error   // why priv is nil: the file is not a PEM private key
-	crt  *rsaCRT // for RSA keys: the raw private operation
+	checked atomic.Int64 // when ver was last seen on disk (Unix ns)
+	ver     fileVersion  // the file the entry was read from
+	raw     []byte       // the file's bytes: the key, for a symmetric key
+	priv    crypto.Signer
+	err     error   // why priv is nil: the file is not a PEM private key
+	crt     *rsaCRT // for RSA keys: the raw private operation
 }
 
 // NewFileBackend returns a file backend that logs to logger (nil: discard).
@@ -76,7 +82,7 @@ func NewFileBackend(logger *slog.Logger) *FileBackend {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &FileBackend{log: logger, seed: maphash.MakeSeed(), cache: make(map[string]*fileEntry)}
+	return &FileBackend{log: logger, seed: maphash.MakeSeed(), cache: make(map[string]*fileEntry), recheck: recheckAfter}
 }
 
 // KeyFileName is aziot's file name for key ID id: the ASCII alphanumerics of
@@ -133,6 +139,13 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	if err := checkPath(path); err != nil {
 		return nil, err
 	}
+	b.mu.RLock()
+	e := b.cache[path]
+	b.mu.RUnlock()
+	now := time.Now().UnixNano()
+	if e != nil && now-e.checked.Load() < int64(b.recheck) {
+		return e, nil
+	}
 	var st unix.Stat_t
 	err := unix.Stat(path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -142,21 +155,24 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stat key file %s: %w", path, err)
 	}
-	b.mu.RLock()
-	e := b.cache[path]
-	b.mu.RUnlock()
 	if e != nil && e.ver == versionOf(&st) {
+		e.checked.Store(now)
 		return e, nil
 	}
 	e, err = readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
+	e.checked.Store(now)
 	b.mu.Lock()
 	b.cache[path] = e
 	b.mu.Unlock()
 	return e, nil
 }
+
+// recheckAfter is how long a cached key file is used without a stat: a
+// stat costs about as much as the rest of an HMAC request on this path.
+const recheckAfter = 100 * time.Millisecond
 
 // fileVersion tells a key file from its replacement: another inode, size,
 // modification or change time. (unix.Stat rather than os.Stat: this runs on

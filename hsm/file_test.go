@@ -275,6 +275,7 @@ func TestFileLoadsPreloadedFormats(t *testing.T) {
 func TestFileCacheFollowsTheFile(t *testing.T) {
 	ctx := context.Background()
 	b := NewFileBackend(nil)
+	b.recheck = 0 // every use stats the file
 	loc := filepath.Join(t.TempDir(), "p.key")
 	if err := b.CreateKeyPair(ctx, loc, []Algorithm{ECP256}); err != nil {
 		t.Fatal(err)
@@ -295,6 +296,45 @@ func TestFileCacheFollowsTheFile(t *testing.T) {
 	os.Remove(loc)
 	if _, err := b.SignECDSA(ctx, loc, make([]byte, 32)); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("sign after external removal: %v", err)
+	}
+}
+
+// TestFileCacheRecheck: within the recheck interval a key replaced behind
+// the backend's back is still the cached one; after it, the file's.
+func TestFileCacheRecheck(t *testing.T) {
+	ctx := context.Background()
+	b := NewFileBackend(nil)
+	b.recheck = 200 * time.Millisecond
+	loc := filepath.Join(t.TempDir(), "p.key")
+	if err := b.CreateKeyPair(ctx, loc, []Algorithm{ECP256}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := b.PublicKey(ctx, loc)
+	replaced := time.Now()
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(other)
+	writeFile(t, loc+".new", pemKey(t, "PRIVATE KEY", der))
+	if err := os.Rename(loc+".new", loc); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		got, err := b.PublicKey(ctx, loc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if other.PublicKey.Equal(got) {
+			if d := time.Since(replaced); d > 2*time.Second {
+				t.Errorf("replacement seen after %v", d)
+			}
+			break
+		}
+		if !first.(*ecdsa.PublicKey).Equal(got) {
+			t.Fatal("neither the old key nor the new one")
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replacement never seen")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
