@@ -51,7 +51,7 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	// only words the error of an invalid one.
 	if u, ok := v.(json.Unmarshaler); ok {
 		// What json.Unmarshal would do for it, without its second scan.
-		if json.Valid(body) && u.UnmarshalJSON(bytes.TrimSpace(body)) == nil {
+		if (validSubset(body) || json.Valid(body)) && u.UnmarshalJSON(bytes.TrimSpace(body)) == nil {
 			return nil
 		}
 	} else if json.Unmarshal(body, v) == nil {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -152,6 +153,34 @@ func FuzzQueryValue(f *testing.F) {
 		got, ok := queryValue(q, "api-version")
 		if ok != wantOK || (ok && got != vs[0]) {
 			t.Fatalf("queryValue(%q) = %q, %v; ParseQuery gives %q", q, got, ok, vs)
+		}
+	})
+}
+
+func TestValidSubset(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want bool
+	}{
+		{`{}`, true}, {` { } `, true}, {`{"a":"b"}`, true}, {`{"a":null,"b":{"c":"\u00e9\n"}}`, true},
+		{"{\"a\":\"b\"}\n", true}, {`{"a":"b",}`, false}, {`{"a":1}`, false}, {`{"a":[]}`, false},
+		{`{"a":"b"} {}`, false}, {`{"a":"\x"}`, false}, {`{"a":"\u12"}`, false}, {"{\"a\":\"\x01\"}", false},
+		{`{"":}`, false}, {`{"a":nul}`, false}, {`{"a":nullx}`, false}, {`{"a"}`, false}, {`{a:"b"}`, false}, {`"s"`, false}, {``, false},
+		{`{"a":{"b":{"c":{"d":{"e":{"f":{"g":{"h":{"i":{}}}}}}}}}}`, false}, // deeper than maxSubsetDepth
+	} {
+		if got := validSubset([]byte(tc.in)); got != tc.want {
+			t.Errorf("validSubset(%q) = %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}
+
+// FuzzValidSubset: whatever validSubset accepts, json.Valid accepts.
+func FuzzValidSubset(f *testing.F) {
+	f.Add(`{"keyHandle":"sr=x\u0026sig=y","algorithm":"ECDSA","parameters":{"digest":"AAAA"}}`)
+	f.Add(`{"a":null,"b":{"c":"\""}}`)
+	f.Fuzz(func(t *testing.T, in string) {
+		if validSubset([]byte(in)) && !json.Valid([]byte(in)) {
+			t.Fatalf("validSubset accepts %q, json.Valid does not", in)
 		}
 	})
 }
