@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -134,15 +135,35 @@ func benchKeydSign(b *testing.B, extra, label string) {
 				return nil
 			}},
 		} {
-			sockRate := rateRun(b, fmt.Sprintf("%s/clients=%d/socket", op.name, clients), func(b *testing.B) {
-				c := keyd.New(sock)
-				defer c.Close()
-				parallel(b, clients, func() error { return op.socket(c) })
-			})
-			inRate := rateRun(b, fmt.Sprintf("%s/clients=%d/inprocess", op.name, clients), func(b *testing.B) {
-				parallel(b, clients, op.inproc)
-			})
-			printRatio(fmt.Sprintf("keyd.sock %s sign%s, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, label, clients), sockRate, inRate)
+			// The target's figure (ECDSA, 8 clients) is the median of three
+			// alternating pairs: one pair moves with the machine's noise.
+			rounds := 1
+			if op.name == "ecdsa-p256" && clients == 8 {
+				rounds = 3
+			}
+			var ratios []float64
+			for round := range rounds {
+				name := fmt.Sprintf("%s/clients=%d", op.name, clients)
+				if rounds > 1 {
+					name += fmt.Sprintf("/round=%d", round+1)
+				}
+				sockRate := rateRun(b, name+"/socket", func(b *testing.B) {
+					c := keyd.New(sock)
+					defer c.Close()
+					parallel(b, clients, func() error { return op.socket(c) })
+				})
+				inRate := rateRun(b, name+"/inprocess", func(b *testing.B) {
+					parallel(b, clients, op.inproc)
+				})
+				printRatio(fmt.Sprintf("keyd.sock %s sign%s, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, label, clients), sockRate, inRate)
+				if sockRate > 0 && inRate > 0 {
+					ratios = append(ratios, sockRate/inRate)
+				}
+			}
+			if rounds > 1 && len(ratios) == rounds {
+				slices.Sort(ratios)
+				fmt.Printf("keyd.sock %s sign%s, %d clients: median ratio of %d rounds %.3f (%.3f–%.3f)\n", op.name, label, clients, rounds, ratios[rounds/2], ratios[0], ratios[rounds-1])
+			}
 		}
 	}
 }
