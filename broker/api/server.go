@@ -292,6 +292,11 @@ func (c *serverConn) serveRequest(ctx context.Context, req *http.Request) (keep 
 	if _, err := c.nc.Write(w.finish()); err != nil {
 		return false
 	}
+	if cr, ok := req.Body.(*continueReader); ok && !cr.sent {
+		// The client still waits for "100 Continue" before it sends the
+		// body nobody read: the connection cannot carry another request.
+		return false
+	}
 	// A rest of the body the handler did not read is drained, within
 	// reason, to reach the next request.
 	n, _ := io.CopyN(io.Discard, req.Body, maxDiscard+1)

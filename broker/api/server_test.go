@@ -115,6 +115,8 @@ func TestServerRaw(t *testing.T) {
 		{"http/1.0 closes", "GET /x HTTP/1.0\r\n\r\n", []string{"HTTP/1.1 200 OK\r\n", "Connection: close\r\n", "plain text"}, nil},
 		{"malformed", "NOT HTTP\r\n\r\n", []string{"HTTP/1.1 400 Bad Request\r\n", "Connection: close\r\n"}, nil},
 		{"bad content-length", "POST /echo HTTP/1.1\r\nContent-Length: x\r\n\r\n", []string{"HTTP/1.1 400 Bad Request\r\n"}, nil},
+		{"100-continue body never read", "POST /ignore-body HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+			[]string{"HTTP/1.1 200 OK\r\n", "\r\n\r\n{}"}, []string{"100 Continue"}},
 		{"unknown expectation", "POST /echo HTTP/1.1\r\nExpect: magic\r\nContent-Length: 1\r\n\r\n", []string{"HTTP/1.1 417 Expectation Failed\r\n"}, []string{"200 OK"}},
 		{"panic closes without answer", "GET /panic HTTP/1.1\r\n\r\n", nil, []string{"HTTP"}},
 		{"peer in context", "GET /peer HTTP/1.1\r\nConnection: close\r\n\r\n", []string{"HTTP/1.1 200 OK\r\n"}, nil},
