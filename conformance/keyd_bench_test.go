@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -166,6 +168,54 @@ func benchKeydSign(b *testing.B, extra, label string) {
 			}
 		}
 	}
+}
+
+// BenchmarkKeydSignDaemon is BenchmarkKeydSign's ECDSA figure at 8 clients
+// with wardend as its own process, as deployed: two Go runtimes then share
+// the machine's cores, and every request wakes a thread of the other one.
+func BenchmarkKeydSignDaemon(b *testing.B) {
+	dir := b.TempDir()
+	cfg := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n", filepath.Join(dir, "state"), filepath.Join(dir, "run"))), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "wardend"), "-c", cfg)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	sock := filepath.Join(dir, "run", "keyd.sock")
+	ctx := context.Background()
+	var h string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		c := keyd.New(sock)
+		var err error
+		h, err = c.CreateKeyPairIfNotExists(ctx, "bench-ec", "ec-p256")
+		c.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("wardend not ready: %v", err)
+		}
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	digest := sha256.Sum256([]byte("benchmark"))
+	sockRate := rateRun(b, "socket", func(b *testing.B) {
+		c := keyd.New(sock)
+		defer c.Close()
+		parallel(b, 8, func() error {
+			_, err := c.Sign(ctx, h, keyd.ECDSA, digest[:])
+			return err
+		})
+	})
+	inRate := rateRun(b, "inprocess", func(b *testing.B) {
+		parallel(b, 8, func() error {
+			_, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
+			return err
+		})
+	})
+	printRatio("keyd.sock ecdsa-p256 sign, wardend as its own process, 8 clients: socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n", sockRate, inRate)
 }
 
 // BenchmarkKeydSoftHSMSign: ECDSA P-256 signatures by a SoftHSM2 key,
