@@ -224,16 +224,16 @@ func (s *Server) create(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	id := req.CertID.s
+	id := req.CertID.Value
 	if err := s.authorize(r, OpCreate, id); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
 	var issuer *issuerRef
 	if req.Issuer.state == present {
-		issuer = &issuerRef{certID: req.Issuer.certID.s, keyHandle: req.Issuer.privateKeyHandle.s}
+		issuer = &issuerRef{certID: req.Issuer.certID.Value, keyHandle: req.Issuer.privateKeyHandle.Value}
 	}
-	chain, err := s.Issue(r.Context(), id, []byte(req.CSR.s), issuer)
+	chain, err := s.Issue(r.Context(), id, []byte(req.CSR.Value), issuer)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -254,7 +254,7 @@ func (s *Server) importCert(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	unlock := s.lock(id)
-	err := s.store.Put(id, []byte(req.PEM.s))
+	err := s.store.Put(id, []byte(req.PEM.Value))
 	unlock()
 	if err != nil {
 		api.WriteError(w, r, s.log, storeError("id", err))
@@ -262,7 +262,7 @@ func (s *Server) importCert(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("certificate imported", "cert", id)
 	s.scheduleOne(id)
-	api.WriteJSON(w, http.StatusCreated, pemBody{PEM: req.PEM.s})
+	api.WriteJSON(w, http.StatusCreated, pemBody{PEM: req.PEM.Value})
 }
 
 // C3: GET /certificates/{certId} — open to every caller by default.

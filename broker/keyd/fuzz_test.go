@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"testing"
+
+	"github.com/warden-iot/warden/broker/api"
 )
 
 // routes lists every keyd route with a method that takes a body.
@@ -72,24 +74,6 @@ func FuzzKeydRequest(f *testing.F) {
 	})
 }
 
-// FuzzUnquote: unquote agrees with encoding/json on every JSON string it
-// accepts.
-func FuzzUnquote(f *testing.F) {
-	for _, s := range []string{`abc`, `sr=a\u0026sig=b`, `\"\\\/\b\f\n\r\t`, `\u00e9`, `é`, `\ud83d\ude00`, "\xff", `\`} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, content string) {
-		quoted := []byte(`"` + content + `"`)
-		var want string
-		if json.Unmarshal(quoted, &want) != nil {
-			return // not a JSON string: encoding/json never passes it on
-		}
-		if got, ok := unquote([]byte(content)); ok && got != want {
-			t.Fatalf("unquote(%q) = %q, encoding/json says %q", content, got, want)
-		}
-	})
-}
-
 // FuzzEachMember: on every JSON object encoding/json accepts, eachMember
 // finds the same members with the same values as encoding/json does.
 func FuzzEachMember(f *testing.F) {
@@ -103,7 +87,7 @@ func FuzzEachMember(f *testing.F) {
 		}
 		got := map[string]json.RawMessage{}
 		if err := eachMember([]byte(body), func(k, v []byte) {
-			key, ok := unquote(k)
+			key, ok := api.Unquote(k)
 			if !ok {
 				json.Unmarshal([]byte(`"`+string(k)+`"`), &key)
 			}

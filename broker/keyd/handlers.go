@@ -64,7 +64,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	id := req.KeyID.s
+	id := req.KeyID.Value
 	imp := req.KeyBytes.state == present
 	op := OpCreate
 	if imp {
@@ -99,7 +99,7 @@ func (s *Server) createKeyPair(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	id := req.KeyID.s
+	id := req.KeyID.Value
 	if err := s.authorize(r, OpCreate, id, nil); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -111,10 +111,10 @@ func (s *Server) createKeyPair(w http.ResponseWriter, r *http.Request) {
 	// Absent or null: keyd's default. Present: aziot's parse, where an
 	// empty or all-unknown list leaves no algorithm (a 400).
 	algs := hsm.ParsePreferredAlgorithms("")
-	if req.PreferredAlgorithms.state == present {
+	if req.PreferredAlgorithms.State == present {
 		algs = nil
-		if req.PreferredAlgorithms.s != "" {
-			algs = hsm.ParsePreferredAlgorithms(req.PreferredAlgorithms.s)
+		if req.PreferredAlgorithms.Value != "" {
+			algs = hsm.ParsePreferredAlgorithms(req.PreferredAlgorithms.Value)
 		}
 	}
 	if err := s.keys.CreateKeyPair(r.Context(), id, algs); err != nil {
@@ -178,7 +178,7 @@ func (s *Server) move(w http.ResponseWriter, r *http.Request, keyPair bool) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	to, from := api.PathParam(r, "keyId"), req.From.s
+	to, from := api.PathParam(r, "keyId"), req.From.Value
 	switch {
 	case from == to:
 		api.WriteError(w, r, s.log, errMoveIdentical)
@@ -230,7 +230,7 @@ func (s *Server) delete(w http.ResponseWriter, r *http.Request, kind hsm.KeyKind
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	res, err := s.handleOp(r, OpDelete, req.KeyHandle.s, "", "")
+	res, err := s.handleOp(r, OpDelete, req.KeyHandle.Value, "", "")
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -262,7 +262,7 @@ func (s *Server) deriveKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	base, err := s.resolve(r.Context(), req.BaseKeyHandle.s)
+	base, err := s.resolve(r.Context(), req.BaseKeyHandle.Value)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -275,7 +275,7 @@ func (s *Server) deriveKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	s.writeHandle(w, r, hsm.KeyRef{Kind: hsm.KindDerived, Base: req.BaseKeyHandle.s, Data: req.DerivationData.b})
+	s.writeHandle(w, r, hsm.KeyRef{Kind: hsm.KindDerived, Base: req.BaseKeyHandle.Value, Data: req.DerivationData.b})
 }
 
 // K10: POST /derivedkey/export — the derived key's bytes (aziot's one
@@ -286,7 +286,7 @@ func (s *Server) exportDerivedKey(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	res, err := s.handleOp(r, OpExport, req.KeyHandle.s, "", "")
+	res, err := s.handleOp(r, OpExport, req.KeyHandle.Value, "", "")
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -312,7 +312,7 @@ func (s *Server) parameters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := api.PathParam(r, "parameterName")
-	res, err := s.handleOp(r, OpParameters, req.KeyHandle.s, "parameter", name)
+	res, err := s.handleOp(r, OpParameters, req.KeyHandle.Value, "parameter", name)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -345,8 +345,8 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	mech := req.Algorithm.s
-	res, err := s.handleOp(r, OpSign, req.KeyHandle.s, "algorithm", mech)
+	mech := req.Algorithm.Value
+	res, err := s.handleOp(r, OpSign, req.KeyHandle.Value, "algorithm", mech)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -396,8 +396,8 @@ func (s *Server) crypt(w http.ResponseWriter, r *http.Request, dataField string)
 	if enc {
 		op = OpEncrypt
 	}
-	mech := req.Algorithm.s
-	res, err := s.handleOp(r, op, req.KeyHandle.s, "algorithm", mech)
+	mech := req.Algorithm.Value
+	res, err := s.handleOp(r, op, req.KeyHandle.Value, "algorithm", mech)
 	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return

@@ -1,6 +1,10 @@
 package keyd
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/warden-iot/warden/broker/api"
+)
 
 // Hot request bodies (sign, encrypt, decrypt, and those carrying only a
 // handle) are decoded by walking their members here rather than through
@@ -125,7 +129,7 @@ func keyIs(raw []byte, name string) bool {
 	}
 	for _, c := range raw {
 		if c == '\\' {
-			s, ok := unquote(raw)
+			s, ok := api.Unquote(raw)
 			return ok && s == name
 		}
 	}
