@@ -113,9 +113,11 @@ type response struct {
 }
 
 // roundTrip sends one request and reads the whole answer. A request that
-// fails on a reused connection before any byte of an answer arrives is sent
-// once more on a new connection: the broker closes idle connections, and a
-// request it never read was never acted on.
+// could not be written on a reused connection (the broker closes idle
+// ones) is sent once more on a new connection, since the broker never saw
+// it; a GET or HEAD is also sent again when the reused connection failed
+// before any byte of an answer. A POST that may have been read is not
+// repeated: it may have been acted on. (http.Transport's rules.)
 func (p *pool) roundTrip(ctx context.Context, req *request) (response, error) {
 	for {
 		c, reused := p.get(), true
@@ -158,7 +160,8 @@ type exchanged struct {
 }
 
 // exchange writes the request and reads the answer on c. retry reports
-// that the server sent nothing before the connection failed.
+// that repeating the request on another connection is safe (see
+// roundTrip).
 func (c *conn) exchange(ctx context.Context, req *request) (r exchanged, retry bool, err error) {
 	if dl, ok := ctx.Deadline(); ok {
 		if err := c.nc.SetDeadline(dl); err != nil {
@@ -179,7 +182,7 @@ func (c *conn) exchange(ctx context.Context, req *request) (r exchanged, retry b
 		return r, true, err
 	}
 	if _, err := c.br.Peek(1); err != nil {
-		return r, true, err
+		return r, req.method == http.MethodGet || req.method == http.MethodHead, err
 	}
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {

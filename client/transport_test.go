@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -273,5 +274,38 @@ func TestConcurrent(t *testing.T) {
 	}
 	if n := s.connections(); n > 8 {
 		t.Errorf("%d connections for 8 goroutines", n)
+	}
+}
+
+// TestNoRepeatOfReadPost: a POST the server read and then dropped without
+// an answer is not sent again (it may have been acted on); a GET is.
+func TestNoRepeatOfReadPost(t *testing.T) {
+	var calls atomic.Int32
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/drop" {
+			calls.Add(1)
+			panic(http.ErrAbortHandler) // net/http closes the connection without an answer
+		}
+		w.Write([]byte("{}"))
+	})
+	c := New(s.path, "v")
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.Do(ctx, "GET", "/warm", nil, nil); err != nil { // a reused connection next
+		t.Fatal(err)
+	}
+	if err := c.Do(ctx, "POST", "/drop", map[string]int{"n": 1}, nil); err == nil {
+		t.Fatal("POST dropped by the server succeeded")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("POST reached the handler %d times, want 1", n)
+	}
+	if err := c.Do(ctx, "GET", "/warm", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	calls.Store(0)
+	c.Do(ctx, "GET", "/drop", nil, nil)
+	if n := calls.Load(); n != 2 {
+		t.Errorf("GET reached the handler %d times, want 2 (sent again once)", n)
 	}
 }
