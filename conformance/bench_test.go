@@ -23,31 +23,9 @@ import (
 // one policy decision) over broker.sock with 1 and 8 concurrent clients,
 // beside the same handler called in-process, and prints the ratio.
 func BenchmarkBrokerRequest(b *testing.B) {
-	dir := b.TempDir()
-	cfgPath := filepath.Join(dir, "config.toml")
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n", filepath.Join(dir, "state"), filepath.Join(dir, "run"))), 0o600)
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	br, err := broker.New(ctx, cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { br.Serve(ctx); close(done) }()
-	defer func() { cancel(); <-done }()
-
+	br, cfg := startBenchBroker(b, "")
+	ctx := context.Background()
 	sock := cfg.SocketPath("broker")
-	c := client.New(sock, "2026-12-01")
-	for deadline := time.Now().Add(10 * time.Second); c.Do(ctx, "GET", "/health", nil, nil) != nil; {
-		if time.Now().After(deadline) {
-			b.Fatal("broker not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	h := br.Handler("broker")
 	peerCtx := api.WithPeer(ctx, api.Peer{UID: 0, PID: int32(os.Getpid())})
 
@@ -81,6 +59,40 @@ func BenchmarkBrokerRequest(b *testing.B) {
 			clients, rates[fmt.Sprintf("clients=%d/socket", clients)], rates[fmt.Sprintf("clients=%d/inprocess", clients)],
 			rates[fmt.Sprintf("clients=%d/socket", clients)]/rates[fmt.Sprintf("clients=%d/inprocess", clients)])
 	}
+}
+
+// startBenchBroker serves wardend in this process (real sockets) with
+// extra config appended to its [warden] table, waits until broker.sock
+// answers, and stops it when the benchmark ends.
+func startBenchBroker(b *testing.B, extra string) (*broker.Broker, *config.Config) {
+	b.Helper()
+	dir := b.TempDir()
+	cfgPath := filepath.Join(dir, "config.toml")
+	cfg := fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n%s", filepath.Join(dir, "state"), filepath.Join(dir, "run"), extra)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	c, err := config.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	br, err := broker.New(ctx, c, slog.New(slog.DiscardHandler))
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { br.Serve(ctx); close(done) }()
+	b.Cleanup(func() { cancel(); <-done })
+	hc := client.New(c.SocketPath("broker"), "2026-12-01")
+	defer hc.Close()
+	for deadline := time.Now().Add(10 * time.Second); hc.Do(ctx, "GET", "/health", nil, nil) != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatal("broker not ready")
+		}
+	}
+	return br, c
 }
 
 // parallel runs b.N calls of f on n goroutines, each taking the next call

@@ -7,10 +7,8 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -22,47 +20,14 @@ import (
 
 	"github.com/miekg/pkcs11"
 
-	"github.com/warden-iot/warden/broker"
-	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/client/keyd"
 )
 
 // benchBroker serves wardend in this process (real sockets) with extra
 // config and returns its keyd socket.
 func benchBroker(b *testing.B, extra string) string {
-	b.Helper()
-	dir := b.TempDir()
-	cfgPath := filepath.Join(dir, "config.toml")
-	cfg := fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n%s", filepath.Join(dir, "state"), filepath.Join(dir, "run"), extra)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	c, err := config.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	br, err := broker.New(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { br.Serve(ctx); close(done) }()
-	b.Cleanup(func() { cancel(); <-done })
-	sock := c.SocketPath("keyd")
-	kc := keyd.New(sock)
-	defer kc.Close()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		_, err := kc.LoadKey(ctx, "ready-probe")
-		var ce *keyd.Error
-		if errors.As(err, &ce) && ce.Status == 400 {
-			return sock // keyd answers (the probe key does not exist)
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("keyd not ready: %v", err)
-		}
-	}
+	_, cfg := startBenchBroker(b, extra)
+	return cfg.SocketPath("keyd")
 }
 
 // printRatio prints format with a, b and a/b when both sub-benchmarks ran.

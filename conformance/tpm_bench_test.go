@@ -6,19 +6,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"github.com/warden-iot/warden/broker"
-	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/client"
 	"github.com/warden-iot/warden/conformance/emulator"
 	"github.com/warden-iot/warden/tpm"
@@ -86,7 +80,8 @@ func BenchmarkTPMSign(b *testing.B) {
 	})
 	conn.Close()
 
-	sock := tpmBenchBroker(b, tpmConfig(sw, ""))
+	_, cfg := startBenchBroker(b, tpmConfig(sw, ""))
+	sock := cfg.SocketPath("tpmd")
 	for _, clients := range []int{1, 8} {
 		cl := client.New(sock, "2020-09-01")
 		run(fmt.Sprintf("tpmd-socket-%d", clients), clients, func() error {
@@ -101,37 +96,4 @@ func BenchmarkTPMSign(b *testing.B) {
 	fmt.Printf("tpmd T3 (TPM2_HMAC of %d B on swtpm over TCP): go-tpm direct %.0f/s, package tpm %.0f/s, tpmd.sock %.0f/s (8 clients %.0f/s); socket/direct ratio %.2f, package/direct %.2f\n",
 		len(data), rates["go-tpm-direct"], rates["package-tpm"], rates["tpmd-socket-1"], rates["tpmd-socket-8"],
 		rates["tpmd-socket-1"]/rates["go-tpm-direct"], rates["package-tpm"]/rates["go-tpm-direct"])
-}
-
-// tpmBenchBroker serves wardend in this process with extra config and
-// returns its tpmd socket.
-func tpmBenchBroker(b *testing.B, extra string) string {
-	b.Helper()
-	dir := b.TempDir()
-	cfgPath := filepath.Join(dir, "config.toml")
-	cfg := fmt.Sprintf("[warden]\nstate_dir = %q\nsocket_dir = %q\n%s", filepath.Join(dir, "state"), filepath.Join(dir, "run"), extra)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	c, err := config.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	br, err := broker.New(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { br.Serve(ctx); close(done) }()
-	b.Cleanup(func() { cancel(); <-done })
-	hc := client.New(c.SocketPath("broker"), "2026-12-01")
-	defer hc.Close()
-	for deadline := time.Now().Add(10 * time.Second); hc.Do(ctx, "GET", "/health", nil, nil) != nil; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatal("broker not ready")
-		}
-	}
-	return c.SocketPath("tpmd")
 }
