@@ -8,8 +8,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,15 +35,50 @@ func printRatio(format string, a, b float64) {
 	}
 }
 
-// rateRun runs f as sub-benchmark name and returns operations per second.
-func rateRun(b *testing.B, name string, f func(b *testing.B)) float64 {
-	var rate float64
+// figure is one sub-benchmark's result: operations per second, and the
+// cores this whole process (clients, server, GC) kept busy meanwhile. The
+// two together say whether a rate is bound by CPU or by waiting.
+type figure struct{ rate, cores float64 }
+
+// cpuPerOp is the process CPU time one operation cost.
+func (f figure) cpuPerOp() time.Duration {
+	if f.rate == 0 {
+		return 0
+	}
+	return time.Duration(f.cores / f.rate * float64(time.Second))
+}
+
+// processCPU is the user and system time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rateRun runs f as sub-benchmark name and returns its figure.
+func rateRun(b *testing.B, name string, f func(b *testing.B)) figure {
+	var fig figure
 	b.Run(name, func(b *testing.B) {
+		cpu0, t0 := processCPU(), time.Now()
 		f(b)
-		rate = float64(b.N) / b.Elapsed().Seconds()
-		b.ReportMetric(rate, "ops/s")
+		cpu, wall := processCPU()-cpu0, time.Since(t0)
+		fig = figure{rate: float64(b.N) / b.Elapsed().Seconds(), cores: cpu.Seconds() / wall.Seconds()}
+		b.ReportMetric(fig.rate, "ops/s")
+		b.ReportMetric(fig.cores, "cores")
 	})
-	return rate
+	return fig
+}
+
+// printCPU prints what the process's cores did in a pair of runs: how many
+// were busy, the CPU one operation cost on each side, and the ratio of those
+// costs — the throughput ratio a machine that never waits would show.
+func printCPU(label string, a, b figure) {
+	if a.rate > 0 && b.rate > 0 {
+		fmt.Printf("  %s: cores busy %.2f vs %.2f, CPU per op %.1fµs vs %.1fµs, CPU-cost ratio %.3f\n",
+			label, a.cores, b.cores, a.cpuPerOp().Seconds()*1e6, b.cpuPerOp().Seconds()*1e6, b.cpuPerOp().Seconds()/a.cpuPerOp().Seconds())
+	}
 }
 
 // BenchmarkKeydSign: ECDSA P-256 and HMAC-SHA256 signatures through
@@ -114,17 +147,20 @@ func benchKeydSign(b *testing.B, extra, label string) {
 				if rounds > 1 {
 					name += fmt.Sprintf("/round=%d", round+1)
 				}
-				sockRate := rateRun(b, name+"/socket", func(b *testing.B) {
+				viaSock := rateRun(b, name+"/socket", func(b *testing.B) {
 					c := keyd.New(sock)
 					defer c.Close()
 					parallel(b, clients, func() error { return op.socket(c) })
 				})
-				inRate := rateRun(b, name+"/inprocess", func(b *testing.B) {
+				inProc := rateRun(b, name+"/inprocess", func(b *testing.B) {
 					parallel(b, clients, op.inproc)
 				})
-				printRatio(fmt.Sprintf("keyd.sock %s sign%s, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, label, clients), sockRate, inRate)
-				if sockRate > 0 && inRate > 0 {
-					ratios = append(ratios, sockRate/inRate)
+				printRatio(fmt.Sprintf("keyd.sock %s sign%s, %d client(s): socket %%.0f/s, in-process Go %%.0f/s, ratio %%.3f\n", op.name, label, clients), viaSock.rate, inProc.rate)
+				if op.name == "ecdsa-p256" {
+					printCPU("socket vs in-process", viaSock, inProc)
+				}
+				if viaSock.rate > 0 && inProc.rate > 0 {
+					ratios = append(ratios, viaSock.rate/inProc.rate)
 				}
 			}
 			if rounds > 1 && len(ratios) == rounds {
@@ -166,7 +202,7 @@ func BenchmarkKeydSignDaemon(b *testing.B) {
 	}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	digest := sha256.Sum256([]byte("benchmark"))
-	sockRate := rateRun(b, "socket", func(b *testing.B) {
+	viaSock := rateRun(b, "socket", func(b *testing.B) {
 		c := keyd.New(sock)
 		defer c.Close()
 		parallel(b, 8, func() error {
@@ -174,13 +210,13 @@ func BenchmarkKeydSignDaemon(b *testing.B) {
 			return err
 		})
 	})
-	inRate := rateRun(b, "inprocess", func(b *testing.B) {
+	inProc := rateRun(b, "inprocess", func(b *testing.B) {
 		parallel(b, 8, func() error {
 			_, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
 			return err
 		})
 	})
-	printRatio("keyd.sock ecdsa-p256 sign, wardend as its own process, 8 clients: socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n", sockRate, inRate)
+	printRatio("keyd.sock ecdsa-p256 sign, wardend as its own process, 8 clients: socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n", viaSock.rate, inProc.rate)
 }
 
 // BenchmarkKeydSoftHSMSign: ECDSA P-256 signatures by a SoftHSM2 key,
@@ -205,7 +241,7 @@ func BenchmarkKeydSoftHSMSign(b *testing.B) {
 	}
 	slot := softhsmSlot(b, p, hsm.label)
 	for _, clients := range []int{1, 8} {
-		sockRate := rateRun(b, fmt.Sprintf("clients=%d/socket", clients), func(b *testing.B) {
+		viaSock := rateRun(b, fmt.Sprintf("clients=%d/socket", clients), func(b *testing.B) {
 			c := keyd.New(sock)
 			defer c.Close()
 			parallel(b, clients, func() error {
@@ -213,7 +249,7 @@ func BenchmarkKeydSoftHSMSign(b *testing.B) {
 				return err
 			})
 		})
-		directRate := rateRun(b, fmt.Sprintf("clients=%d/softhsm-direct", clients), func(b *testing.B) {
+		direct := rateRun(b, fmt.Sprintf("clients=%d/softhsm-direct", clients), func(b *testing.B) {
 			sessions := make(chan pkcs11.SessionHandle, clients)
 			var key pkcs11.ObjectHandle
 			for range clients {
@@ -239,7 +275,7 @@ func BenchmarkKeydSoftHSMSign(b *testing.B) {
 				return err
 			})
 		})
-		printRatio(fmt.Sprintf("SoftHSM ECDSA P-256 sign, %d client(s): through keyd.sock %%.0f/s, SoftHSM direct %%.0f/s, ratio %%.3f\n", clients), sockRate, directRate)
+		printRatio(fmt.Sprintf("SoftHSM ECDSA P-256 sign, %d client(s): through keyd.sock %%.0f/s, SoftHSM direct %%.0f/s, ratio %%.3f\n", clients), viaSock.rate, direct.rate)
 	}
 }
 
@@ -270,73 +306,4 @@ func findKey(b *testing.B, p *pkcs11.Ctx, s pkcs11.SessionHandle, label string) 
 		b.Fatalf("find %s: %v", label, err)
 	}
 	return hs[0]
-}
-
-// BenchmarkSocketFloorECDSA is the bound the keyd figures sit under: the
-// same ECDSA P-256 signatures with 8 clients over a Unix socket in this
-// process, with no HTTP, JSON, policy or store — 32 bytes each way on a
-// kept connection — beside in-process signing. The gap between its ratio
-// and BenchmarkKeydSign's is what Warden's pipeline costs; the gap between
-// its ratio and 1 is what a socket round trip costs the Go runtime here.
-func BenchmarkSocketFloorECDSA(b *testing.B) {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	digest := sha256.Sum256([]byte("benchmark"))
-	ln, err := net.Listen("unix", filepath.Join(b.TempDir(), "floor.sock"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				in, out := make([]byte, 32), make([]byte, 80) // a P-256 DER signature is at most 72 bytes
-				for {
-					if _, err := io.ReadFull(c, in); err != nil {
-						return
-					}
-					sig, err := ecdsa.SignASN1(rand.Reader, key, in)
-					if err != nil {
-						return
-					}
-					copy(out, sig)
-					if _, err := c.Write(out); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	const clients = 8
-	sockRate := rateRun(b, "socket", func(b *testing.B) {
-		conns := make(chan net.Conn, clients)
-		for range clients {
-			c, err := net.Dial("unix", ln.Addr().String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer c.Close()
-			conns <- c
-		}
-		parallel(b, clients, func() error {
-			c := <-conns
-			defer func() { conns <- c }()
-			if _, err := c.Write(digest[:]); err != nil {
-				return err
-			}
-			_, err := io.ReadFull(c, make([]byte, 80))
-			return err
-		})
-	})
-	inRate := rateRun(b, "inprocess", func(b *testing.B) {
-		parallel(b, clients, func() error {
-			_, err := ecdsa.SignASN1(rand.Reader, key, digest[:])
-			return err
-		})
-	})
-	printRatio("raw Unix socket ecdsa-p256 sign (no HTTP), 8 clients: socket %.0f/s, in-process Go %.0f/s, ratio %.3f\n", sockRate, inRate)
 }
