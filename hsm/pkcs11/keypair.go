@@ -23,9 +23,10 @@ import (
 var oidP256 = []byte{0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07}
 
 // pairTemplates returns the mechanism and public and private templates that
-// generate a key pair of alg labelled label.
-func pairTemplates(alg hsm.Algorithm, label string) (uint, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
+// generate a key pair of alg labelled label, both halves with CKA_ID id.
+func pairTemplates(alg hsm.Algorithm, label string, id []byte) (uint, []*pkcs11.Attribute, []*pkcs11.Attribute, error) {
 	pub := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
@@ -33,6 +34,7 @@ func pairTemplates(alg hsm.Algorithm, label string) (uint, []*pkcs11.Attribute, 
 		pkcs11.NewAttribute(pkcs11.CKA_LABEL, label),
 	}
 	priv := []*pkcs11.Attribute{
+		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
@@ -80,8 +82,9 @@ func (b *Backend) CreateKeyPair(ctx context.Context, loc string, algs []hsm.Algo
 			return fmt.Errorf("delete a half key pair: %w", err)
 		}
 		var failures []string
+		id := newPairID()
 		for _, alg := range algs {
-			m, pubT, privT, err := pairTemplates(alg, label)
+			m, pubT, privT, err := pairTemplates(alg, label, id)
 			if err != nil {
 				failures = append(failures, err.Error())
 				continue
@@ -137,7 +140,11 @@ func (b *Backend) DeleteKeyPair(ctx context.Context, loc string) error {
 }
 
 // MoveKeyPair relabels the key pair at from as to's object, after destroying
-// the keys labelled to. Both locations must name the same token.
+// the keys labelled to. Both locations must name the same token. The private
+// key is relabelled first; if Warden stops before the public key follows,
+// the next lookup of either label finishes the move (finishMove), provided
+// the halves share a pair ID (pairs Warden made; a pair with no CKA_ID at
+// all is given one here).
 func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 	dst, err := ParseURI(to)
 	if err != nil {
@@ -175,6 +182,7 @@ func (b *Backend) MoveKeyPair(ctx context.Context, from, to string) error {
 		if err != nil {
 			return err
 		}
+		t.ensurePairID(s, priv.h, pub.h)
 		t.forget(label)
 		if err := t.destroy(s, dst.Object, pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY); err != nil {
 			return fmt.Errorf("delete the key pair at the destination: %w", err)

@@ -237,6 +237,12 @@ func (t *token) find(s pkcs11.SessionHandle, class uint, label string) (*object,
 	gen := t.gen
 	t.cacheMu.Unlock()
 	hs, err := t.labelled(s, class, label)
+	if err == nil && len(hs) == 0 && class != pkcs11.CKO_SECRET_KEY {
+		// One half of a pair may be missing because a move was interrupted.
+		if err = t.finishMove(s, label); err == nil {
+			hs, err = t.labelled(s, class, label)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
