@@ -112,6 +112,11 @@ func (t *token) finishMove(s pkcs11.SessionHandle, label string) error {
 			return err
 		}
 		pubH, dest = half, string(l[0].Value)
+		// Only a lone private key is finished: never give a label two
+		// public keys.
+		if hs, err := t.labelled(s, pkcs11.CKO_PUBLIC_KEY, dest); err != nil || len(hs) != 0 {
+			return err
+		}
 	}
 	if err := t.b.p.SetAttributeValue(s, pubH, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, dest)}); err != nil {
 		return fmt.Errorf("finish an interrupted key pair move: %w", describe(err))
