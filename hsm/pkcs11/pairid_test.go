@@ -188,3 +188,32 @@ func TestForeignIDsUntouched(t *testing.T) {
 		t.Fatalf("%d private keys labelled foreign-dest, want 1 (left where it was)", n)
 	}
 }
+
+// TestFinishMoveKeepsOnePublicKey: a lone public key whose private key sits
+// under a label that already has a public key stays where it is.
+func TestFinishMoveKeepsOnePublicKey(t *testing.T) {
+	b, base := newTestBackend(t)
+	ctx := context.Background()
+	if err := b.CreateKeyPair(ctx, base.WithObject("src").String(), []hsm.Algorithm{hsm.ECP256}); err != nil {
+		t.Fatal(err)
+	}
+	interruptMove(t, b, base, "src", "dst")
+	// Another public key lands on dst before the move is finished.
+	rawPair(t, b, base, "other", nil)
+	onToken(t, b, base, func(tok *token, s pkcs11.SessionHandle) error {
+		hs, err := tok.labelled(s, pkcs11.CKO_PUBLIC_KEY, "other")
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("public keys labelled other: %d, %v", len(hs), err)
+		}
+		return tok.b.p.SetAttributeValue(s, hs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, "dst")})
+	})
+	if ok, err := b.KeyPairExists(ctx, base.WithObject("src").String()); ok || err != nil {
+		t.Fatalf("KeyPairExists(src) = %v, %v; want false", ok, err)
+	}
+	if n := len(objects(t, b, base, pkcs11.CKO_PUBLIC_KEY, "dst")); n != 1 {
+		t.Fatalf("%d public keys labelled dst, want 1", n)
+	}
+	if n := len(objects(t, b, base, pkcs11.CKO_PUBLIC_KEY, "src")); n != 1 {
+		t.Fatalf("%d public keys labelled src, want 1 (left where it was)", n)
+	}
+}
