@@ -35,22 +35,18 @@ func isPairID(id []byte) bool {
 // ensurePairID gives the halves priv and pub one pair ID if neither has a
 // CKA_ID yet (a pair made before Warden set one), so that moving them is
 // crash-safe. Halves that already share a pair ID are left as they are, and
-// so are halves with any other ID. It reports whether the halves now share
-// a pair ID.
-func (t *token) ensurePairID(s pkcs11.SessionHandle, priv, pub pkcs11.ObjectHandle) bool {
+// so are halves with any other ID.
+func (t *token) ensurePairID(s pkcs11.SessionHandle, priv, pub pkcs11.ObjectHandle) {
 	var ids [2][]byte
 	for i, h := range []pkcs11.ObjectHandle{priv, pub} {
 		a, err := t.attrs(s, h, pkcs11.CKA_ID)
 		if err != nil {
-			return false
+			return
 		}
 		ids[i] = a[0].Value
 	}
-	if isPairID(ids[0]) && bytes.Equal(ids[0], ids[1]) {
-		return true
-	}
 	if len(ids[0]) != 0 || len(ids[1]) != 0 {
-		return false
+		return // a pair ID already, or an ID another tool set
 	}
 	// The public half first: a crash between the two writes leaves the
 	// private key without an ID, which the next move simply redoes.
@@ -59,10 +55,9 @@ func (t *token) ensurePairID(s pkcs11.SessionHandle, priv, pub pkcs11.ObjectHand
 		if err := t.b.p.SetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err != nil {
 			t.b.log.Info("PKCS#11 token would not set a key pair's CKA_ID; its move is not crash-safe",
 				"token", t.name, "err", describe(err))
-			return false
+			return
 		}
 	}
-	return true
 }
 
 // finishMove completes a key pair move that a crash interrupted between
