@@ -45,13 +45,20 @@ func (t *token) ensurePairID(s pkcs11.SessionHandle, priv, pub pkcs11.ObjectHand
 		}
 		ids[i] = a[0].Value
 	}
-	if len(ids[0]) != 0 || len(ids[1]) != 0 {
+	// The public half is written first, so a crash between the two writes
+	// leaves a public half with a pair ID and a private half with none,
+	// which the next move completes.
+	var id []byte
+	set := []pkcs11.ObjectHandle{pub, priv}
+	switch {
+	case len(ids[0]) == 0 && len(ids[1]) == 0:
+		id = newPairID()
+	case len(ids[0]) == 0 && isPairID(ids[1]):
+		id, set = ids[1], set[1:]
+	default:
 		return // a pair ID already, or an ID another tool set
 	}
-	// The public half first: a crash between the two writes leaves the
-	// private key without an ID, which the next move simply redoes.
-	id := newPairID()
-	for _, h := range []pkcs11.ObjectHandle{pub, priv} {
+	for _, h := range set {
 		if err := t.b.p.SetAttributeValue(s, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err != nil {
 			t.b.log.Info("PKCS#11 token would not set a key pair's CKA_ID; its move is not crash-safe",
 				"token", t.name, "err", describe(err))

@@ -95,6 +95,24 @@ func TestPairIDs(t *testing.T) {
 	if len(priv) != 1 || len(pub) != 1 || !isPairID(priv[0]) || !bytes.Equal(priv[0], pub[0]) {
 		t.Fatalf("moved legacy pair: CKA_IDs private %q, public %q; want one shared pair ID", priv, pub)
 	}
+	// A pair whose public half got its ID before a crash gets the same ID
+	// on its private half at the next move.
+	rawPair(t, b, base, "half-id", nil)
+	id := newPairID()
+	onToken(t, b, base, func(tok *token, s pkcs11.SessionHandle) error {
+		hs, err := tok.labelled(s, pkcs11.CKO_PUBLIC_KEY, "half-id")
+		if err != nil || len(hs) != 1 {
+			t.Fatalf("public keys labelled half-id: %d, %v", len(hs), err)
+		}
+		return tok.b.p.SetAttributeValue(s, hs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)})
+	})
+	if err := b.MoveKeyPair(ctx, base.WithObject("half-id").String(), base.WithObject("half-id-moved").String()); err != nil {
+		t.Fatal(err)
+	}
+	priv, pub = pairIDs(t, b, base, pkcs11.CKO_PRIVATE_KEY, "half-id-moved"), pairIDs(t, b, base, pkcs11.CKO_PUBLIC_KEY, "half-id-moved")
+	if len(priv) != 1 || len(pub) != 1 || !bytes.Equal(priv[0], id) || !bytes.Equal(pub[0], id) {
+		t.Fatalf("moved half-ID pair: CKA_IDs private %q, public %q; want both %q", priv, pub, id)
+	}
 }
 
 // TestInterruptedMove: a move stopped between relabelling the private and
