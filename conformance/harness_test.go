@@ -253,6 +253,38 @@ type request struct {
 	// NoBody sends no body at all (Body == "" sends an empty one).
 }
 
+// socketCase is one request of a table-driven socket test: sent as uid
+// (0: this process, root in CI), its answer must have status and a body
+// containing want.
+type socketCase struct {
+	name   string
+	uid    uint32
+	method string
+	target string
+	body   string
+	status int
+	want   string
+}
+
+// runCases sends each case to socket, each as a subtest.
+func runCases(t *testing.T, socket string, cases []socketCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := request{Socket: socket, Method: tc.method, Target: tc.target, Body: tc.body}
+			var got response
+			if tc.uid == 0 {
+				got = do(t, req)
+			} else {
+				got = doAs(t, tc.uid, req)
+			}
+			if got.Status != tc.status || !strings.Contains(string(got.Body), tc.want) {
+				t.Fatalf("%s %s = %d %s, want %d containing %s", tc.method, tc.target, got.Status, got.Body, tc.status, tc.want)
+			}
+		})
+	}
+}
+
 // do sends req from this process (uid 0 in CI) on a fresh connection.
 func do(t *testing.T, req request) response {
 	t.Helper()

@@ -167,15 +167,7 @@ func TestIdentityDPSGroupEnrollment(t *testing.T) {
 		t.Fatalf("hub modules = %v", got)
 	}
 
-	cases := []struct {
-		name   string
-		uid    uint32 // 0: this process (root)
-		method string
-		target string
-		body   string
-		status int
-		want   string // substring of the body
-	}{
+	runCases(t, idd, []socketCase{
 		{"I4 before 2021-12-01", 0, "GET", "/identities/provisioning?api-version=2020-09-01", "", 404, "not found"},
 		{"I4", 4000, "GET", "/identities/provisioning?api-version=2021-12-01", "", 200, `"source":"dps","auth":"symmetric_key"`},
 		{"I5 without type", 0, "GET", "/identities/modules?api-version=2020-09-01", "", 400, `parameter \"type\" has an invalid value\ncaused by: missing parameter`},
@@ -195,21 +187,7 @@ func TestIdentityDPSGroupEnrollment(t *testing.T) {
 		{"I3", 0, "POST", "/identities/device/reprovision?api-version=2021-12-01", `{"type":"aziot"}`, 204, ""},
 		{"I3 without a body", 0, "POST", "/identities/device/reprovision?api-version=2021-12-01", "", 204, ""},
 		{"I1 after reprovision", 0, "GET", "/identities/identity?api-version=2021-12-01", "", 200, `"deviceId":"conf-dev-1"`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			req := request{Socket: idd, Method: tc.method, Target: tc.target, Body: tc.body}
-			var got response
-			if tc.uid == 0 {
-				got = do(t, req)
-			} else {
-				got = doAs(t, tc.uid, req)
-			}
-			if got.Status != tc.status || !strings.Contains(string(got.Body), tc.want) {
-				t.Fatalf("%s %s = %d %s, want %d containing %s", tc.method, tc.target, got.Status, got.Body, tc.status, tc.want)
-			}
-		})
-	}
+	})
 
 	// I1 as the host process: its module; keyd signs a SAS token through
 	// the derived handle and the hub accepts it.

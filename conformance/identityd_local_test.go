@@ -72,33 +72,11 @@ localid = { type = "x509", attributes = "server" }
 	if exp, err := time.Parse(time.RFC3339, l.Spec.Auth.Expiration); err != nil || !exp.Equal(cert.NotAfter.UTC().Truncate(time.Second)) {
 		t.Fatalf("expiration %q vs %v (%v)", l.Spec.Auth.Expiration, cert.NotAfter, err)
 	}
-	cases := []struct {
-		name   string
-		uid    uint32
-		method string
-		target string
-		body   string
-		status int
-		want   string
-	}{
+	runCases(t, idd, []socketCase{
 		{"I6 for a configured local principal", 0, "POST", "/identities/modules?api-version=2020-09-01", `{"type":"local","moduleId":"hp-local"}`, 400, "local identity for hp-local already exists"},
 		{"I6 local", 0, "POST", "/identities/modules?api-version=2020-09-01", `{"type":"local","moduleId":"adhoc-local","localIdOpts":{"type":"x509","attributes":"client"}}`, 200, `"moduleId":"adhoc-local"`},
 		{"I7 local of another module", 1100, "GET", "/identities/modules/adhoc-local?api-version=2020-09-01&type=local", "", 401, "authorization error"},
 		{"I7 local of an unconfigured module", 0, "GET", "/identities/modules/adhoc-local?api-version=2020-09-01&type=local", "", 400, "module identity not found"},
 		{"I2 without provisioning", 0, "POST", "/identities/device?api-version=2020-09-01", `{"type":"aziot"}`, 400, "device identity not found"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			req := request{Socket: idd, Method: tc.method, Target: tc.target, Body: tc.body}
-			var got response
-			if tc.uid == 0 {
-				got = do(t, req)
-			} else {
-				got = doAs(t, tc.uid, req)
-			}
-			if got.Status != tc.status || !strings.Contains(string(got.Body), tc.want) {
-				t.Fatalf("%s %s = %d %s, want %d containing %s", tc.method, tc.target, got.Status, got.Body, tc.status, tc.want)
-			}
-		})
-	}
+	})
 }
