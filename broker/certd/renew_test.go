@@ -153,9 +153,11 @@ func TestRenewESTIdentity(t *testing.T) {
 	if want := old.NotBefore.Add(old.NotAfter.Sub(old.NotBefore) / 2); !at.Equal(want) {
 		t.Fatalf("scheduled at %s, want %s", at, want)
 	}
+	// A renewal stores the new chain and then moves est-id-temp over
+	// est-id: it is over when the temp key is gone.
 	waitFor(t, 10*time.Second, "the renewal", func() bool {
 		l, err := e.server.leaf("est-id")
-		return err == nil && l.SerialNumber.Cmp(old.SerialNumber) != 0
+		return err == nil && l.SerialNumber.Cmp(old.SerialNumber) != 0 && e.publicKey("est-id-temp") == nil
 	})
 	renewed, _ := e.server.leaf("est-id")
 	job := f.lastJob()
