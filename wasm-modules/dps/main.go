@@ -22,6 +22,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -264,11 +265,15 @@ func (c *client) maxPoll() time.Duration {
 	return time.Minute
 }
 
+// retryAfter reads a Retry-After of delay-seconds. Seconds past what a
+// time.Duration holds give the longest one: multiplied, they would wrap to
+// a short or negative wait, and the module would hammer DPS.
 func retryAfter(h map[string][]string) (time.Duration, bool) {
+	const most = math.MaxInt64 / int64(time.Second)
 	for k, v := range h {
 		if strings.EqualFold(k, "Retry-After") && len(v) > 0 {
-			if n, err := strconv.Atoi(strings.TrimSpace(v[0])); err == nil && n >= 0 {
-				return time.Duration(n) * time.Second, true
+			if n, err := strconv.ParseInt(strings.TrimSpace(v[0]), 10, 64); err == nil && n >= 0 {
+				return time.Duration(min(n, most)) * time.Second, true
 			}
 		}
 	}
@@ -319,14 +324,24 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 		if resp.Status >= 500 {
 			return 0, nil, nil, guest.Errorf(dpsjob.CodeNetwork, "%s %s: DPS answered %d: %s", method, u, resp.Status, snippet(resp.Body))
 		}
-		var r response
-		if len(resp.Body) > 0 {
-			if err := json.Unmarshal(resp.Body, &r); err != nil && resp.Status < 300 {
-				return 0, nil, nil, guest.Errorf(dpsjob.CodeResponse, "%s %s: %d with a body that is not JSON: %v", method, u, resp.Status, err)
-			}
+		r, err := decodeResponse(resp.Status, resp.Body)
+		if err != nil {
+			return 0, nil, nil, guest.Errorf(dpsjob.CodeResponse, "%s %s: %d with a body that is not JSON: %v", method, u, resp.Status, err)
 		}
-		return resp.Status, &r, resp.Header, nil
+		return resp.Status, r, resp.Header, nil
 	}
+}
+
+// decodeResponse parses DPS's answer. Only a success must be JSON: an
+// error answer keeps what could be read, for dpsError's message.
+func decodeResponse(status int, body []byte) (*response, error) {
+	var r response
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &r); err != nil && status < 300 {
+			return nil, err
+		}
+	}
+	return &r, nil
 }
 
 // dpsError classifies a non-2xx answer.

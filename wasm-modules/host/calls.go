@@ -295,13 +295,15 @@ func (j *job) clockSleep(ctx context.Context, req []byte) ([]byte, *guest.Error)
 	if e := decode(op, req, &r); e != nil {
 		return nil, e
 	}
-	d := time.Duration(r.Milliseconds) * time.Millisecond
-	if d <= 0 {
+	if r.Milliseconds <= 0 {
 		return encode(op, guest.Empty{})
 	}
-	if d > j.m.limits.MaxSleep {
-		return nil, guest.Errorf(guest.CodeInvalid, "%s: %v is longer than the host's longest sleep, %v", op, d, j.m.limits.MaxSleep)
+	// Compared in milliseconds: a module's huge ms would overflow the
+	// time.Duration, wrapping to a short or negative sleep that passes.
+	if r.Milliseconds > j.m.limits.MaxSleep.Milliseconds() {
+		return nil, guest.Errorf(guest.CodeInvalid, "%s: %d ms is longer than the host's longest sleep, %v", op, r.Milliseconds, j.m.limits.MaxSleep)
 	}
+	d := time.Duration(r.Milliseconds) * time.Millisecond
 	if time.Now().Add(d).After(j.deadline) {
 		return nil, guest.Errorf(guest.CodeDeadline, "%s: %v would outlast the job's deadline (%v left)", op, d, time.Until(j.deadline).Round(time.Millisecond))
 	}

@@ -73,14 +73,9 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		var mods []json.RawMessage
-		if err := json.Unmarshal(body, &mods); err != nil {
-			return nil, guest.Errorf(hubjob.CodeResponse, "list: %v", err)
-		}
-		for _, m := range mods {
-			if _, err := check(m, ""); err != nil {
-				return nil, err
-			}
+		mods, err := moduleList(body)
+		if err != nil {
+			return nil, err
 		}
 		return &hubjob.Result{Modules: mods}, nil
 	case hubjob.OpGet:
@@ -119,6 +114,20 @@ func one1(ctx context.Context, job *hubjob.Job, method, u string, body []byte, i
 		return nil, err
 	}
 	return &hubjob.Result{Module: b}, nil
+}
+
+// moduleList parses the hub's answer to list: an array of Modules.
+func moduleList(b []byte) ([]json.RawMessage, error) {
+	var mods []json.RawMessage
+	if err := json.Unmarshal(b, &mods); err != nil {
+		return nil, guest.Errorf(hubjob.CodeResponse, "list: %v", err)
+	}
+	for _, m := range mods {
+		if _, err := check(m, ""); err != nil {
+			return nil, err
+		}
+	}
+	return mods, nil
 }
 
 // check parses a Module and, when id is set, checks it names it.
@@ -164,25 +173,31 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 	if resp.Status >= 200 && resp.Status < 300 {
 		return resp.Body, nil
 	}
+	return nil, answerError(method, u, resp.Status, resp.Body)
+}
+
+// answerError classifies the hub's error answer and reads its message:
+// the body's, else the body's start.
+func answerError(method, u string, status int, body []byte) error {
 	var e hubError
-	_ = json.Unmarshal(resp.Body, &e)
+	_ = json.Unmarshal(body, &e)
 	msg := e.Message
 	if msg == "" {
 		msg = e.ErrorMessage
 	}
 	if msg == "" {
-		msg = strings.TrimSpace(string(resp.Body[:min(len(resp.Body), 200)]))
+		msg = strings.TrimSpace(string(body[:min(len(body), 200)]))
 	}
 	code := hubjob.CodeFailed
 	switch {
-	case e.NetworkError || resp.Status == 500 || resp.Status == 502 || resp.Status == 503 || resp.Status == 504:
+	case e.NetworkError || status == 500 || status == 502 || status == 503 || status == 504:
 		code = hubjob.CodeNetwork
-	case resp.Status == 401 || resp.Status == 403:
+	case status == 401 || status == 403:
 		code = hubjob.CodeAuth
-	case resp.Status == 404:
+	case status == 404:
 		code = hubjob.CodeNotFound
 	}
-	return nil, guest.Errorf(code, "%s %s: the hub answered %d: %s", method, u, resp.Status, msg)
+	return guest.Errorf(code, "%s %s: the hub answered %d: %s", method, u, status, msg)
 }
 
 // authorization is the Authorization header of the next request: with
