@@ -26,6 +26,7 @@ import (
 	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/policy"
 	"github.com/warden-iot/warden/wasm-modules/guest"
+	"golang.org/x/net/http/httpguts"
 )
 
 // fuzzOps are the operations FuzzHostCall picks from by index: every host
@@ -75,6 +76,7 @@ var hostCallSeeds = []struct{ op, req string }{
 	{guest.OpHTTPDo, `{"url":"https://SECURE/big","tls":{"insecure_skip_verify":true,"server_name":"x"},"max_response_bytes":10}`},
 	{guest.OpHTTPDo, `{"url":"http://PLAIN/redirect","tls":{"trust_pem":"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n","system_roots":true}}`},
 	{guest.OpHTTPDo, `{"method":"GET /","url":"https://example.org:8443/"}`},
+	{guest.OpHTTPDo, `{"url":"http://PLAIN/x","header":{"X A":["1"],"X-B":["a\r\nb"]}}`},
 	{guest.OpHTTPDo, `{"url":"ftp://PLAIN/","tls":{"client_cert_id":"ca"}}`},
 	{guest.OpKeysSign, `{"key_id":"ec","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","hash":"SHA-256"}`},
 	{guest.OpKeysSign, `{"key_id":"rsa","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","hash":"SHA-256","pss":true,"salt_length":-1}`},
@@ -123,11 +125,31 @@ func checkHostCall(t *testing.T, op string, req, resp []byte, gerr *guest.Error)
 	if !slices.Contains(guest.Ops, op) && (gerr == nil || gerr.Code != guest.CodeInvalid) {
 		t.Fatalf("unknown op %q: %v, want %s", op, gerr, guest.CodeInvalid)
 	}
+	var h guest.HTTPRequest
+	if op == guest.OpHTTPDo && json.Unmarshal(req, &h) == nil && badHeader(h.Header) && (gerr == nil || gerr.Code == guest.CodeUnavailable) {
+		t.Fatalf("http.do with an invalid header %q: %v, want it refused before the request", req, gerr)
+	}
 	var s guest.SleepRequest
 	if op == guest.OpClockSleep && json.Unmarshal(req, &s) == nil && s.Milliseconds > fuzzLimits.MaxSleep.Milliseconds() &&
 		(gerr == nil || gerr.Code != guest.CodeInvalid) {
 		t.Fatalf("clock.sleep of %d ms (max %v): %v, want %s", s.Milliseconds, fuzzLimits.MaxSleep, gerr, guest.CodeInvalid)
 	}
+}
+
+// badHeader reports whether a header has a name or value HTTP/1.1 cannot
+// carry.
+func badHeader(h map[string][]string) bool {
+	for k, vs := range h {
+		if !httpguts.ValidHeaderFieldName(k) {
+			return true
+		}
+		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // fuzzRig is a host whose stores FuzzHostCall resets before each call.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
+	"golang.org/x/net/http/httpguts"
 )
 
 // httpDo performs a module's HTTP request: the egress allowlist first (a
@@ -57,7 +58,15 @@ func (j *job) httpDo(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 		return nil, guest.Errorf(guest.CodeInvalid, "%s: %v", op, err)
 	}
 	for k, vs := range r.Header {
+		// Checked here: net/http refuses them only inside the round trip,
+		// an error the module would take for a network failure and retry.
+		if !httpguts.ValidHeaderFieldName(k) {
+			return nil, guest.Errorf(guest.CodeInvalid, "%s: invalid header name %q", op, k)
+		}
 		for _, v := range vs {
+			if !httpguts.ValidHeaderFieldValue(v) {
+				return nil, guest.Errorf(guest.CodeInvalid, "%s: invalid value for header %q", op, k)
+			}
 			hreq.Header.Add(k, v)
 		}
 	}
