@@ -9,6 +9,8 @@ import (
 	"mime"
 	"net/http"
 	"os"
+	"reflect"
+	"strings"
 )
 
 // MaxBodyBytes bounds a request body; aziot's payloads are small.
@@ -59,7 +61,7 @@ func ReadJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(v); err != nil {
-		return &Error{Status: http.StatusUnprocessableEntity, Message: jsonErrorText(err)}
+		return &Error{Status: http.StatusUnprocessableEntity, Message: jsonErrorText("", err)}
 	}
 	// Decode succeeded, so what Unmarshal refused is what follows the value
 	// (even a stray "}", which dec.More would not report).
@@ -94,7 +96,15 @@ func RequireJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	return err
 }
 
-func jsonErrorText(err error) string {
+// UnprocessableJSON is the 422 for JSON that does not decode, in JSON's
+// words: where (field, a dotted path, prefixes the decoder's; "" for the
+// body) and what was expected. encoding/json's own text names Go types
+// (identityd.typeBody, uint8), which mean nothing to a caller.
+func UnprocessableJSON(field string, err error) *Error {
+	return &Error{Status: http.StatusUnprocessableEntity, Message: jsonErrorText(field, err)}
+}
+
+func jsonErrorText(field string, err error) string {
 	var syn *json.SyntaxError
 	var typ *json.UnmarshalTypeError
 	switch {
@@ -102,11 +112,44 @@ func jsonErrorText(err error) string {
 		return fmt.Sprintf("invalid JSON at offset %d: %v", syn.Offset, syn)
 	case errors.As(err, &typ):
 		if typ.Field != "" {
-			return fmt.Sprintf("invalid type for field %q: expected %s, found JSON %s", typ.Field, typ.Type, typ.Value)
+			field = strings.TrimPrefix(field+"."+typ.Field, ".")
 		}
-		return fmt.Sprintf("invalid type: expected %s, found JSON %s", typ.Type, typ.Value)
+		if field != "" {
+			return fmt.Sprintf("invalid type for field %q: expected %s, found JSON %s", field, jsonType(typ.Type), typ.Value)
+		}
+		return fmt.Sprintf("invalid type: expected %s, found JSON %s", jsonType(typ.Type), typ.Value)
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return "EOF while parsing a JSON value"
 	}
 	return "invalid JSON: " + err.Error()
+}
+
+// jsonType names the JSON a Go type decodes from.
+func jsonType(t reflect.Type) string {
+	if t == nil {
+		return "a JSON value"
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return jsonType(t.Elem())
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	case reflect.Slice:
+		if t.Elem().Kind() == reflect.Uint8 {
+			return "a base64 string"
+		}
+		return "an array"
+	case reflect.Array:
+		return "an array"
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	}
+	return "a JSON value"
 }
