@@ -107,10 +107,12 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 }
 
 // tokenError maps a capabilities error about a presented token to a 401, and
-// a request error to a 400 on param.
+// a request error to a 400 on param (on ttlSeconds for a lifetime error).
 func tokenError(param string, err error) error {
 	switch {
-	case errors.Is(err, capabilities.ErrInvalidRequest), errors.Is(err, capabilities.ErrTTL), errors.Is(err, capabilities.ErrWiden):
+	case errors.Is(err, capabilities.ErrTTL):
+		return api.InvalidParameter("ttlSeconds", err)
+	case errors.Is(err, capabilities.ErrInvalidRequest), errors.Is(err, capabilities.ErrWiden):
 		return api.InvalidParameter(param, err)
 	case errors.Is(err, capabilities.ErrInvalid), errors.Is(err, capabilities.ErrExpired),
 		errors.Is(err, capabilities.ErrNotYetValid), errors.Is(err, capabilities.ErrRevoked), errors.Is(err, capabilities.ErrWrongUID):

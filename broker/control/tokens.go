@@ -1,6 +1,7 @@
 package control
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -55,9 +56,16 @@ func detailCaps(cs []capability) []any {
 	return out
 }
 
+// maxTTLSeconds is the largest ttlSeconds a time.Duration holds: past it
+// the product wraps, and a request for centuries got a token of seconds.
+const maxTTLSeconds = int64(math.MaxInt64 / time.Second)
+
 func ttl(seconds int64) (time.Duration, error) {
-	if seconds < 0 {
+	switch {
+	case seconds < 0:
 		return 0, api.BadRequest(`parameter "ttlSeconds" has an invalid value` + "\ncaused by: must not be negative")
+	case seconds > maxTTLSeconds:
+		return 0, api.BadRequest(`parameter "ttlSeconds" has an invalid value` + "\ncaused by: too large")
 	}
 	return time.Duration(seconds) * time.Second, nil
 }

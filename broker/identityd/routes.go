@@ -355,7 +355,7 @@ func (s *Server) createModule(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(b.LocalIDOpts) > 0 && string(b.LocalIDOpts) != "null" {
 			if err := json.Unmarshal(b.LocalIDOpts, &opts); err != nil {
-				api.WriteError(w, r, s.log, &api.Error{Status: http.StatusUnprocessableEntity, Message: err.Error()})
+				api.WriteError(w, r, s.log, api.UnprocessableJSON("localIdOpts", err))
 				return
 			}
 		}
