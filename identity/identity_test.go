@@ -123,6 +123,18 @@ func TestState(t *testing.T) {
 	if ms, _ := s.Modules(d); len(ms) != 1 {
 		t.Fatalf("Modules = %v", ms)
 	}
+	// An ID past IoT Hub's 128 characters still has a backup: its file
+	// name stays under the file system's 255 bytes.
+	long := &Module{ModuleID: strings.Repeat("m", 300), DeviceID: "my-device", GenerationID: "g2"}
+	if err := s.PutModule(d, long); err != nil {
+		t.Fatalf("PutModule(300-character ID): %v", err)
+	}
+	if got, err := s.GetModule(d, long.ModuleID); err != nil || got.GenerationID != "g2" {
+		t.Fatalf("GetModule(300-character ID) = %+v, %v", got, err)
+	}
+	if err := s.DeleteModule(d, long.ModuleID); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.SetPrevState(&PrevState{HubName: d.HubName, DeviceID: d.DeviceID, Modules: []string{"b", "a"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -171,10 +171,21 @@ func sanitize(id string) string {
 	}, id)
 }
 
+// maxReadableID bounds the sanitized part of a backup's file name. IoT Hub
+// module IDs are at most 128 characters, so aziot's names are unchanged;
+// a longer ID (a hub that allows one, a caller's typo) would otherwise
+// make a name past the file system's 255 bytes, and the digest alone keeps
+// names unique.
+const maxReadableID = 128
+
 // ModulePath is the backup file of module id of device d:
 // modules/<sha256(hub)>-<sha256(device)>/<sanitized id>-<sha256(id)>.
 func (s *State) ModulePath(d *Device, id string) string {
-	return filepath.Join(s.moduleDir(d), sanitize(id)+"-"+hexSum(id))
+	readable := sanitize(id)
+	if len(readable) > maxReadableID {
+		readable = readable[:maxReadableID]
+	}
+	return filepath.Join(s.moduleDir(d), readable+"-"+hexSum(id))
 }
 
 // PutModule backs m up (without its authentication).
