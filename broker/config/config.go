@@ -12,8 +12,20 @@
 package config
 
 import (
+	"math"
 	"path/filepath"
 	"time"
+)
+
+// Limits of the configuration's numbers.
+const (
+	// MaxCloudTimeoutSec bounds cloud_timeout_sec: a job may take five
+	// times it, and a value past a day is a typo, not a network.
+	MaxCloudTimeoutSec = 86400
+	// MaxExpiryDays bounds expiry_days: the validity is a time.Duration,
+	// which holds ~292 years; past it the product wraps to a certificate
+	// that expired before it was issued.
+	MaxExpiryDays = int(math.MaxInt64 / int64(24*time.Hour))
 )
 
 // Default values of the configuration.

@@ -64,8 +64,11 @@ func (v *validator) check(p keyPath, err error) {
 
 func (v *validator) top() {
 	c, root := v.c, keyPath{}
-	if c.CloudTimeoutSec < DefaultCloudTimeoutSec {
+	switch {
+	case c.CloudTimeoutSec < DefaultCloudTimeoutSec:
 		v.addf(root.k("cloud_timeout_sec"), "must be at least %d, not %d", DefaultCloudTimeoutSec, c.CloudTimeoutSec)
+	case c.CloudTimeoutSec > MaxCloudTimeoutSec:
+		v.addf(root.k("cloud_timeout_sec"), "must be at most %d (a day), not %d", MaxCloudTimeoutSec, c.CloudTimeoutSec)
 	}
 	if c.CloudRetries < 0 {
 		v.addf(root.k("cloud_retries"), "must not be negative")
@@ -349,8 +352,11 @@ func (v *validator) certOptions(p keyPath, o *CertOptions, certID string) {
 	default:
 		v.addf(p.k("method"), `must be "est", "local_ca" or "self_signed", not %q`, o.Method)
 	}
-	if o.ExpiryDays <= 0 {
+	switch {
+	case o.ExpiryDays <= 0:
 		v.addf(p.k("expiry_days"), "must be greater than 0, not %d", o.ExpiryDays)
+	case o.ExpiryDays > MaxExpiryDays:
+		v.addf(p.k("expiry_days"), "must be at most %d (the longest validity Warden computes, ~292 years), not %d", MaxExpiryDays, o.ExpiryDays)
 	}
 	if o.Subject != nil {
 		if o.CommonName != "" {
