@@ -39,11 +39,19 @@ func (p RenewalPolicy) RetryPeriod(notBefore, notAfter time.Time) time.Duration 
 		}
 		return p.Retry.Duration
 	}
-	d := notAfter.Sub(notBefore) * time.Duration(p.Retry.Percent) / 100
+	d := percentOf(notAfter.Sub(notBefore), p.Retry.Percent)
 	if d < time.Second {
 		d = time.Second
 	}
 	return d
+}
+
+// percentOf is pct% (0–100) of d. Multiplying first would overflow for
+// any lifetime past ~3.6 years at 80% (2^63 ns is ~292 years), wrapping to
+// a renewal date in the past.
+func percentOf(d time.Duration, pct int) time.Duration {
+	p := time.Duration(pct)
+	return d/100*p + d%100*p/100
 }
 
 // NextRenewal is when to renew a certificate valid from notBefore to
@@ -57,7 +65,7 @@ func (p RenewalPolicy) NextRenewal(notBefore, notAfter, now time.Time) time.Time
 	}
 	var at time.Time
 	if p.Threshold.Percent != 0 {
-		at = notBefore.Add(notAfter.Sub(notBefore) * time.Duration(p.Threshold.Percent) / 100)
+		at = notBefore.Add(percentOf(notAfter.Sub(notBefore), p.Threshold.Percent))
 	} else {
 		at = notAfter.Add(-p.Threshold.Duration)
 	}

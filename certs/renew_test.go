@@ -2,10 +2,14 @@ package certs
 
 import (
 	"context"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
 )
+
+// noExpiry is RFC 5280's notAfter for "no well-defined expiration date".
+var noExpiry = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
 func TestNextRenewal(t *testing.T) {
 	nb := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -30,6 +34,11 @@ func TestNextRenewal(t *testing.T) {
 		{"invalid (notBefore >= notAfter): now", pct(50, 10), na, nb, nb, nb, time.Second},
 		{"retry at least one second", pct(50, 1), nb, nb.Add(10 * time.Second), nb, nb.Add(5 * time.Second), time.Second},
 		{"2-minute cert, 50%", pct(50, 4), nb, nb.Add(2 * time.Minute), nb, nb.Add(time.Minute), 4800 * time.Millisecond},
+		// Lifetimes whose nanoseconds times the percentage pass int64: a
+		// 5-year certificate at 80% (renewed at once before), and RFC 5280's
+		// 99991231235959Z "no expiry" date, whose lifetime saturates.
+		{"5-year cert, 80%", pct(80, 4), nb, nb.AddDate(5, 0, 0), nb, nb.Add(nb.AddDate(5, 0, 0).Sub(nb) / 5 * 4), nb.AddDate(5, 0, 0).Sub(nb) / 25},
+		{"no-expiry cert, 80%", pct(80, 4), nb, noExpiry, nb, nb.Add(7378697629483820645), 368934881474191032}, // ⌊(2^63−1)·0.8⌋, ⌊(2^63−1)·0.04⌋
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,4 +133,18 @@ func TestSchedulerReschedule(t *testing.T) {
 	}
 	cancel()
 	<-stopped
+}
+
+// TestPercentOf: pct% of any duration is ⌊d·pct/100⌋, exact over the
+// whole int64 range (computed here with big integers).
+func TestPercentOf(t *testing.T) {
+	for _, d := range []time.Duration{0, 1, 99, 100, 101, time.Hour, 5 * 365 * 24 * time.Hour, 1<<63 - 1, 1<<63 - 100} {
+		for _, pct := range []int{0, 1, 4, 50, 80, 99, 100} {
+			want := new(big.Int).Mul(big.NewInt(int64(d)), big.NewInt(int64(pct)))
+			want.Quo(want, big.NewInt(100))
+			if got := percentOf(d, pct); int64(got) != want.Int64() {
+				t.Errorf("percentOf(%d, %d) = %d, want %s", d, pct, got, want)
+			}
+		}
+	}
 }
