@@ -1,10 +1,10 @@
 package certd
 
 import (
-	"encoding/json"
-	"net/http"
+	"fmt"
 	"testing"
 
+	"github.com/warden-iot/warden/broker/api/apitest"
 	"github.com/warden-iot/warden/certs"
 )
 
@@ -39,18 +39,6 @@ func FuzzCertdRequest(f *testing.F) {
 			uid = root
 		}
 		r := e.call(uid, rt.method, rt.target, body)
-		switch {
-		case r.status == http.StatusCreated:
-			return
-		case r.status < 400 || r.status >= 500:
-			t.Fatalf("%s %s %q as %d: status %d %s", rt.method, rt.target, body, uid, r.status, r.body)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(r.body), &m); err != nil || len(m) != 1 {
-			t.Fatalf("%s %s %q: error body %s is not {\"message\"}", rt.method, rt.target, body, r.body)
-		}
-		if msg, ok := m["message"].(string); !ok || msg == "" {
-			t.Fatalf("%s %s %q: empty message: %s", rt.method, rt.target, body, r.body)
-		}
+		apitest.CheckAnswer(t, fmt.Sprintf("%s %s %q as %d", rt.method, rt.target, body, uid), r.status, r.body)
 	})
 }

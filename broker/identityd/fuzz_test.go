@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/api/apitest"
 	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/capabilities"
 	"github.com/warden-iot/warden/hsm"
@@ -151,25 +152,6 @@ func wireRequest(method, target, body string, uid uint32) (r *http.Request, ok b
 	return r.WithContext(api.WithPeer(r.Context(), api.Peer{UID: uid, GID: uid, PID: 1})), true
 }
 
-// checkAnswer fails t unless the answer is a success or a 4xx whose body
-// is exactly {"message": non-empty string}.
-func checkAnswer(t *testing.T, what string, status int, body string) {
-	t.Helper()
-	if status == http.StatusOK || status == http.StatusNoContent {
-		return
-	}
-	if status < 400 || status >= 500 {
-		t.Fatalf("%s: status %d %s", what, status, body)
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(body), &m); err != nil || len(m) != 1 {
-		t.Fatalf("%s: error body %s is not {\"message\"}", what, body)
-	}
-	if msg, ok := m["message"].(string); !ok || msg == "" {
-		t.Fatalf("%s: empty message: %s", what, body)
-	}
-}
-
 // identityRoutes are identityd's routes that read a body, the type query
 // or a module ID; withID routes take the fuzzed ID as their last segment.
 var identityRoutes = []struct {
@@ -260,7 +242,7 @@ func FuzzIdentitydRequest(f *testing.F) {
 		defer watchdog(what).Stop()
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
-		checkAnswer(t, what, w.Code, w.Body.String())
+		apitest.CheckAnswer(t, what, w.Code, w.Body.String())
 	})
 }
 

@@ -3,10 +3,11 @@ package keyd
 import (
 	"bytes"
 	"encoding/json"
-	"net/http"
+	"fmt"
 	"testing"
 
 	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/api/apitest"
 )
 
 // routes lists every keyd route with a method that takes a body.
@@ -58,19 +59,7 @@ func FuzzKeydRequest(f *testing.F) {
 		// runs before authorization) but no key is generated, which keeps
 		// the fuzzer fast (an rsa-4096 key takes seconds).
 		r := e.call(4242, "", rt.method, rt.target, body)
-		switch {
-		case r.status == http.StatusOK || r.status == http.StatusNoContent:
-			return
-		case r.status < 400 || r.status >= 500:
-			t.Fatalf("%s %s %q: status %d %s", rt.method, rt.target, body, r.status, r.body)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(r.body), &m); err != nil || len(m) != 1 {
-			t.Fatalf("%s %s %q: error body %s is not {\"message\"}", rt.method, rt.target, body, r.body)
-		}
-		if msg, ok := m["message"].(string); !ok || msg == "" {
-			t.Fatalf("%s %s %q: empty message: %s", rt.method, rt.target, body, r.body)
-		}
+		apitest.CheckAnswer(t, fmt.Sprintf("%s %s %q", rt.method, rt.target, body), r.status, r.body)
 	})
 }
 

@@ -1,14 +1,13 @@
 package tpmd
 
 import (
-	"encoding/json"
 	"log/slog"
-	"net/http"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/warden-iot/warden/broker/api"
+	"github.com/warden-iot/warden/broker/api/apitest"
 )
 
 // tpmdRoutes are T1–T3; T1 reads no body but gets one all the same.
@@ -62,18 +61,6 @@ func FuzzTpmdRequest(f *testing.F) {
 		// and the input is kept as a crasher.
 		defer time.AfterFunc(30*time.Second, func() { panic("no answer in 30s: " + what) }).Stop()
 		status, answer := e.do(rt.method, rt.target, body, "Content-Type", ct)
-		switch {
-		case status == http.StatusOK:
-			return
-		case status < 400 || status >= 500:
-			t.Fatalf("%s: status %d %s", what, status, answer)
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(answer), &m); err != nil || len(m) != 1 {
-			t.Fatalf("%s: error body %s is not {\"message\"}", what, answer)
-		}
-		if msg, ok := m["message"].(string); !ok || msg == "" {
-			t.Fatalf("%s: empty message: %s", what, answer)
-		}
+		apitest.CheckAnswer(t, what, status, answer)
 	})
 }
