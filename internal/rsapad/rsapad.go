@@ -79,7 +79,10 @@ func PSS(random io.Reader, pub *rsa.PublicKey, mHash []byte, opts *rsa.PSSOption
 	case rsa.PSSSaltLengthEqualsHash:
 		sLen = hLen
 	}
-	if sLen < 0 || emLen < hLen+sLen+2 {
+	// Compared as emLen−hLen−2 (small) rather than hLen+sLen+2: a salt
+	// length near MaxInt (a module's salt_length) wrapped the sum, passed,
+	// and sized the salt buffer, a makeslice panic that ended the process.
+	if sLen < 0 || sLen > emLen-hLen-2 {
 		return nil, fmt.Errorf("%w: a %d-bit key cannot hold a %v PSS encoding with salt length %d",
 			ErrInvalidInput, modBits, hash, opts.SaltLength)
 	}

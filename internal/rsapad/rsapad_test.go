@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"errors"
+	"math"
 	"math/big"
 	"testing"
 )
@@ -98,6 +99,12 @@ func TestErrors(t *testing.T) {
 		}(), ErrInvalidInput},
 		{"PSS salt too long", func() error {
 			_, err := PSS(rand.Reader, &key.PublicKey, d512[:], &rsa.PSSOptions{Hash: crypto.SHA512, SaltLength: 100})
+			return err
+		}(), ErrInvalidInput},
+		// hLen+sLen+2 wrapped past MaxInt and the check passed: a
+		// makeslice panic sized by the caller's salt length.
+		{"PSS salt length near MaxInt", func() error {
+			_, err := PSS(rand.Reader, &key.PublicKey, d512[:], &rsa.PSSOptions{Hash: crypto.SHA512, SaltLength: math.MaxInt - 10})
 			return err
 		}(), ErrInvalidInput},
 	}
