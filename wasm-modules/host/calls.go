@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/warden-iot/warden/hsm"
@@ -32,14 +33,21 @@ func mapErr(op string, err error) *guest.Error {
 // when it does or when ctx is done, whichever comes first: a backend that
 // hangs (a PKCS#11 token, a TPM on a dead link) cannot hold a job past its
 // deadline. An abandoned fn finishes in the background; its result is
-// dropped.
-func bounded[T any](ctx context.Context, fn func() (T, error)) (T, error) {
+// dropped. A panic in fn is its error: in this goroutine nothing else would
+// recover it, and a module's request would end the broker.
+func bounded[T any](ctx context.Context, log *slog.Logger, fn func() (T, error)) (T, error) {
 	type result struct {
 		v   T
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				log.Error("a host call's store operation panicked", "panic", p, "stack", string(debug.Stack()))
+				done <- result{err: errPanic}
+			}
+		}()
 		v, err := fn()
 		done <- result{v, err}
 	}()
@@ -51,6 +59,10 @@ func bounded[T any](ctx context.Context, fn func() (T, error)) (T, error) {
 		return zero, ctx.Err()
 	}
 }
+
+// errPanic marks a store operation that panicked (a bug, reported as a
+// failure of the call rather than a crash).
+var errPanic = errors.New("the operation failed unexpectedly")
 
 func unavailable(op, what string) *guest.Error {
 	return guest.Errorf(guest.CodeUnavailable, "%s: this host has no %s", op, what)
@@ -76,7 +88,7 @@ func (j *job) keysSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if r.PSS {
 		opts = &rsa.PSSOptions{Hash: hash, SaltLength: r.SaltLength}
 	}
-	sig, err := bounded(ctx, func() ([]byte, error) {
+	sig, err := bounded(ctx, j.log, func() ([]byte, error) {
 		s, err := j.h.opts.Keys.Signer(ctx, r.KeyID)
 		if err != nil {
 			return nil, err
@@ -99,7 +111,7 @@ func (j *job) keyAccess(ctx context.Context, op, id string, details map[string]a
 }
 
 func (j *job) publicKey(ctx context.Context, op, id string) ([]byte, *guest.Error) {
-	pub, err := bounded(ctx, func() (crypto.PublicKey, error) { return j.h.opts.Keys.PublicKey(ctx, id) })
+	pub, err := bounded(ctx, j.log, func() (crypto.PublicKey, error) { return j.h.opts.Keys.PublicKey(ctx, id) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -139,7 +151,7 @@ func (j *job) keysHMAC(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.keyAccess(ctx, op, r.KeyID, map[string]any{"algorithm": "HMAC-SHA256"}); e != nil {
 		return nil, e
 	}
-	sig, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.Keys.HMACSHA256(ctx, r.KeyID, r.Message) })
+	sig, err := bounded(ctx, j.log, func() ([]byte, error) { return j.h.opts.Keys.HMACSHA256(ctx, r.KeyID, r.Message) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -171,7 +183,7 @@ func (j *job) keysCreateKeyPair(ctx context.Context, req []byte) ([]byte, *guest
 	if e := j.keyAccess(ctx, op, r.KeyID, map[string]any{"algorithms": details}); e != nil {
 		return nil, e
 	}
-	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.Keys.CreateKeyPair(ctx, r.KeyID, algs) }); err != nil {
+	if _, err := bounded(ctx, j.log, func() (any, error) { return nil, j.h.opts.Keys.CreateKeyPair(ctx, r.KeyID, algs) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return j.publicKey(ctx, op, r.KeyID)
@@ -201,7 +213,7 @@ func (j *job) getCert(ctx context.Context, op, id string, details map[string]any
 	if e := j.authorize(ctx, guest.OpCertsGet, "cert:"+id, details); e != nil {
 		return nil, e
 	}
-	pem, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.Certs.Get(ctx, id) })
+	pem, err := bounded(ctx, j.log, func() ([]byte, error) { return j.h.opts.Certs.Get(ctx, id) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
@@ -223,7 +235,7 @@ func (j *job) certsPut(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "cert:"+r.CertID, nil); e != nil {
 		return nil, e
 	}
-	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.Certs.Put(ctx, r.CertID, []byte(r.PEM)) }); err != nil {
+	if _, err := bounded(ctx, j.log, func() (any, error) { return nil, j.h.opts.Certs.Put(ctx, r.CertID, []byte(r.PEM)) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return encode(op, guest.Empty{})
@@ -237,7 +249,7 @@ func (j *job) tpmKeys(ctx context.Context, _ []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "tpm:keys", nil); e != nil {
 		return nil, e
 	}
-	keys, err := bounded(ctx, func() (guest.TPMKeysResponse, error) {
+	keys, err := bounded(ctx, j.log, func() (guest.TPMKeysResponse, error) {
 		ek, srk, err := j.h.opts.TPM.Keys(ctx)
 		return guest.TPMKeysResponse{EndorsementKey: ek, StorageRootKey: srk}, err
 	})
@@ -262,7 +274,7 @@ func (j *job) tpmImportAuthKey(ctx context.Context, req []byte) ([]byte, *guest.
 	if e := j.authorize(ctx, op, "tpm:authkey", nil); e != nil {
 		return nil, e
 	}
-	if _, err := bounded(ctx, func() (any, error) { return nil, j.h.opts.TPM.ImportAuthKey(ctx, r.Key) }); err != nil {
+	if _, err := bounded(ctx, j.log, func() (any, error) { return nil, j.h.opts.TPM.ImportAuthKey(ctx, r.Key) }); err != nil {
 		return nil, mapErr(op, err)
 	}
 	return encode(op, guest.Empty{})
@@ -280,7 +292,7 @@ func (j *job) tpmSign(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "tpm:authkey", nil); e != nil {
 		return nil, e
 	}
-	d, err := bounded(ctx, func() ([]byte, error) { return j.h.opts.TPM.SignWithAuthKey(ctx, r.Data) })
+	d, err := bounded(ctx, j.log, func() ([]byte, error) { return j.h.opts.TPM.SignWithAuthKey(ctx, r.Data) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}

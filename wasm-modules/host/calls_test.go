@@ -15,6 +15,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -430,5 +431,27 @@ func TestKeysHMACWithoutKeyStore(t *testing.T) {
 	}
 	if e := parseProbe(t, res).Steps[0].Error; e == nil || e.Code != guest.CodeUnavailable {
 		t.Fatalf("keys.hmac without a key store: %+v", e)
+	}
+}
+
+// TestBoundedRecovers: a store operation that panics fails its call, with
+// the panic logged, instead of ending the process (bounded's goroutine is
+// beyond any other recover).
+func TestBoundedRecovers(t *testing.T) {
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(&logged, nil))
+	_, err := bounded(context.Background(), log, func() ([]byte, error) {
+		var m map[string]int
+		m["x"] = 1 // a nil map write: a runtime panic
+		return nil, nil
+	})
+	if !errors.Is(err, errPanic) {
+		t.Fatalf("err = %v, want errPanic", err)
+	}
+	if ge := mapErr("keys.sign", err); ge.Code != guest.CodeFailed || strings.Contains(ge.Message, "nil map") {
+		t.Fatalf("module sees %+v: want %s without the panic's text", ge, guest.CodeFailed)
+	}
+	if !strings.Contains(logged.String(), "panicked") || !strings.Contains(logged.String(), "nil map") {
+		t.Fatalf("log = %q, want the panic", logged.String())
 	}
 }

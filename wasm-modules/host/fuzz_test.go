@@ -81,6 +81,9 @@ var hostCallSeeds = []struct{ op, req string }{
 	{guest.OpKeysSign, `{"key_id":"ec","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","hash":"SHA-256"}`},
 	{guest.OpKeysSign, `{"key_id":"rsa","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","hash":"SHA-256","pss":true,"salt_length":-1}`},
 	{guest.OpKeysSign, `{"key_id":"rsa","digest":"AA==","pss":true}`},
+	// A salt length near MaxInt wrapped rsapad's fit check and sized the
+	// salt: a panic in bounded's goroutine, which ended the broker.
+	{guest.OpKeysSign, `{"key_id":"rsa","digest":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=","hash":"SHA-256","pss":true,"salt_length":9223372036854775807}`},
 	{guest.OpKeysSign, `{"key_id":"forbidden","digest":"AA==","hash":"MD5"}`},
 	{guest.OpKeysCreateKeyPair, `{"key_id":"new","algorithms":["rsa-4096","ec-p256"]}`},
 	{guest.OpKeysCreateKeyPair, `{"key_id":"rsa","algorithms":["dsa"]}`},

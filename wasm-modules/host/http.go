@@ -209,7 +209,7 @@ func (j *job) tlsConfig(ctx context.Context, o *guest.TLSOptions) (*tls.Config, 
 	if e := j.authorize(ctx, guest.OpKeysSign, "key:"+o.ClientKeyID, map[string]any{"purpose": "tls-client"}); e != nil {
 		return nil, e
 	}
-	signer, err := bounded(ctx, func() (crypto.Signer, error) { return j.h.opts.Keys.Signer(ctx, o.ClientKeyID) })
+	signer, err := bounded(ctx, j.log, func() (crypto.Signer, error) { return j.h.opts.Keys.Signer(ctx, o.ClientKeyID) })
 	if err != nil {
 		return nil, mapErr(op, err)
 	}
