@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
@@ -87,10 +88,10 @@ func (h *Host) run(ctx context.Context, m *module, input []byte) (*Result, error
 		WithNanosleep(func(ns int64) { sleepCtx(ctx, time.Duration(ns)) })
 	mod, err := m.rt.InstantiateModule(context.WithValue(ctx, jobKey{}, j), m.compiled, cfg)
 	stderr.flush()
-	var memBytes uint32
+	var memBytes uint64
 	if mod != nil {
 		if mem := mod.Memory(); mem != nil {
-			memBytes = mem.Size()
+			memBytes = memoryBytes(mem)
 		}
 		// Always closed, and necessarily after a memory-cap trap (which
 		// does not close the instance by itself).
@@ -153,11 +154,19 @@ func decodeEnvelope(res *Result, out []byte, fail func(kind, detail error) (*Res
 	return res, nil
 }
 
+// memoryBytes is the size of a linear memory, counted in pages: Size() is
+// a uint32 and wraps to 0 at wasm32's full 4 GiB (memory_limit_mb =
+// 4096), which hid an exhausted memory behind a plain trap.
+func memoryBytes(mem api.Memory) uint64 {
+	pages, _ := mem.Grow(0)
+	return uint64(pages) << 16
+}
+
 // memoryExhausted: the linear memory is within 1/16 of its cap, so a
 // trap is taken to be the Go runtime failing to grow it.
-func memoryExhausted(size uint32, capMB int) bool {
+func memoryExhausted(size uint64, capMB int) bool {
 	limit := uint64(capMB) << 20
-	return uint64(size) >= limit-limit/16
+	return size >= limit-limit/16
 }
 
 func firstLine(err error) string {

@@ -2,11 +2,19 @@ package host
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetratelabs/wazero/api"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -111,6 +119,68 @@ func TestHostileModules(t *testing.T) {
 	st, _ := f.h.Module("probe")
 	if st.Failures != uint64(len(tests)) || st.Running != 0 {
 		t.Errorf("status %+v", st)
+	}
+}
+
+// trapModule is a WASI command, assembled by hand, whose memory starts
+// at pages 64 KiB pages and whose _start traps (unreachable): a module
+// that filled its memory and then failed.
+func trapModule(pages uint32) []byte {
+	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	b = append(b, 1, 4, 1, 0x60, 0, 0) // type section: func () -> ()
+	b = append(b, 3, 2, 1, 0)          // function section: func 0 of type 0
+	mem := binary.AppendUvarint([]byte{1, 0}, uint64(pages))
+	b = append(append(b, 5, byte(len(mem))), mem...) // memory section: min pages, no max
+	b = append(b, 7, 19, 2, 6, '_', 's', 't', 'a', 'r', 't', 0, 0, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0)
+	return append(b, 10, 5, 1, 3, 0, 0x00, 0x0b) // code section: unreachable
+}
+
+// TestMemoryCapTrap: a module that traps with its memory far from the cap
+// fails as a trap, not as a memory-limit failure.
+func TestMemoryCapTrap(t *testing.T) {
+	dir := t.TempDir()
+	bin := trapModule(1)
+	path := filepath.Join(dir, "trap.wasm")
+	if err := os.WriteFile(path, bin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	h, err := New(Options{Decider: &decider{deny: map[string]bool{}}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close(context.Background())
+	cfg := ModuleConfig{Name: "trap", Path: path, SHA256: hex.EncodeToString(sum[:]), Limits: Limits{MemoryMB: 64, Timeout: 10 * time.Second}}
+	if err := h.Load(context.Background(), []ModuleConfig{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = h.Run(context.Background(), "trap", []byte("{}")); !errors.Is(err, ErrTrap) {
+		t.Fatalf("err = %v, want %v", err, ErrTrap)
+	}
+}
+
+// pagesMemory is a linear memory of a given number of pages, with Size
+// as wazero has it: a uint32 that wraps to 0 at 65536 pages.
+type pagesMemory struct {
+	api.Memory
+	pages uint32
+}
+
+func (m pagesMemory) Size() uint32                     { return m.pages << 16 }
+func (m pagesMemory) Grow(delta uint32) (uint32, bool) { return m.pages, delta == 0 }
+
+// TestMemoryBytes: the memory's size is right up to wasm32's whole 4 GiB
+// (memory_limit_mb = 4096), where Size() reads 0, so that a trap at the
+// cap is taken for what it is.
+func TestMemoryBytes(t *testing.T) {
+	for _, pages := range []uint32{0, 1, 65535, 65536} {
+		got := memoryBytes(pagesMemory{pages: pages})
+		if want := uint64(pages) * 65536; got != want {
+			t.Errorf("%d pages: %d bytes, want %d", pages, got, want)
+		}
+	}
+	if !memoryExhausted(memoryBytes(pagesMemory{pages: 65536}), 4096) {
+		t.Error("a full 4 GiB memory under a 4096 MB cap is not exhausted")
 	}
 }
 
