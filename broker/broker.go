@@ -218,8 +218,10 @@ func socketGroup(g string) (int, error) {
 	if g == "" {
 		return -1, nil
 	}
-	if n, err := strconv.Atoi(g); err == nil {
-		return n, nil
+	// A gid is what a 32-bit gid_t holds: Atoi also took "+4294967296",
+	// which chown wrapped to root's group.
+	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return int(n), nil
 	}
 	grp, err := user.LookupGroup(g)
 	if err != nil {

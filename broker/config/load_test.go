@@ -123,6 +123,8 @@ func TestBadConfigs(t *testing.T) {
 			"warden.modules.dps.max_host_calls", "negative"},
 		{"negative max_output_bytes", "[warden.modules.dps]\npath = \"/m/dps.wasm\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\nmax_output_bytes = -1", "",
 			"warden.modules.dps.max_output_bytes", "negative"},
+		{"socket_group past a 32-bit gid", "[warden]\nsocket_group = \"4294967296\"", "", "warden.socket_group", "out of range"},
+		{"socket_group (gid_t)-1", "[warden]\nsocket_group = \"4294967295\"", "", "warden.socket_group", "out of range"},
 		{"relative state_dir", "[warden]\nstate_dir = \"var/lib\"", "", "warden.state_dir", "absolute"},
 		{"expiry_days zero", "[cert_issuance.dev]\nmethod = \"self_signed\"\nexpiry_days = 0", "", "cert_issuance.dev.expiry_days", "greater than 0"},
 		{"expiry_days past a time.Duration", "[cert_issuance.dev]\nmethod = \"self_signed\"\nexpiry_days = 106752", "", "cert_issuance.dev.expiry_days", "at most 106751"},

@@ -4,7 +4,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -475,7 +477,14 @@ func (v *validator) warden(p keyPath) {
 		v.addf(p.k("broker_socket"), "longer than %d bytes", maxSocketPath)
 	}
 	if g := w.SocketGroup; g != "" {
-		if _, err := strconv.ParseUint(g, 10, 32); err != nil && (len(g) > 32 || strings.ContainsAny(g, ": \t\n/") || g[0] == '-') {
+		n, err := strconv.ParseUint(g, 10, 32)
+		switch {
+		case errors.Is(err, strconv.ErrRange) || err == nil && n == math.MaxUint32:
+			// The kernel's gid_t is 32 bits: chown wrapped a larger gid
+			// (4294967296 gave the sockets to root's group 0), and
+			// 4294967295 is (gid_t)-1, which leaves the group unchanged.
+			v.addf(p.k("socket_group"), "gid %s is out of range 0..%d", g, uint32(math.MaxUint32-1))
+		case err != nil && (len(g) > 32 || strings.ContainsAny(g, ": \t\n/") || g[0] == '-'):
 			v.addf(p.k("socket_group"), "%q is neither a group name nor a numeric gid", g)
 		}
 	}
