@@ -55,6 +55,34 @@ func TestLogin(t *testing.T) {
 	}
 }
 
+// TestSessionLimit: the pool is the backend's size, or less when the token
+// reports a smaller session limit; 0 (effectively infinite), ~0
+// (unavailable) and counts above it leave the backend's size.
+func TestSessionLimit(t *testing.T) {
+	const unavailable = pkcs11.CK_UNAVAILABLE_INFORMATION
+	b := &Backend{maxSessions: 6}
+	for _, tt := range []struct {
+		name       string
+		max, maxRW uint
+		want       int
+	}{
+		{"no limits", pkcs11.CK_EFFECTIVELY_INFINITE, unavailable, 6},
+		{"smaller limit", 4, unavailable, 4},
+		{"smaller read-write limit", 100, 2, 2},
+		{"larger limit", 1000, 1000, 6},
+		// Converted to int these were negative: a pool of one session.
+		{"limit past MaxInt", 1 << 63, unavailable, 6},
+		{"limit just under unavailable", unavailable - 1, unavailable - 1, 6},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := newToken(b, 0, pkcs11.TokenInfo{MaxSessionCount: tt.max, MaxRwSessionCount: tt.maxRW}, "")
+			if got := cap(tok.permits); got != tt.want {
+				t.Errorf("pool of %d sessions, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
 // TestSecretsStayOut checks that neither logs nor errors carry a PIN, right
 // or wrong.
 func TestSecretsStayOut(t *testing.T) {

@@ -50,7 +50,9 @@ type objKey struct {
 func newToken(b *Backend, slot uint, info pkcs11.TokenInfo, pin string) *token {
 	n := b.maxSessions
 	for _, m := range []uint{info.MaxSessionCount, info.MaxRwSessionCount} {
-		if m != pkcs11.CK_EFFECTIVELY_INFINITE && m != pkcs11.CK_UNAVAILABLE_INFORMATION && int(m) < n {
+		// Compared as CK_ULONGs: a token's count past MaxInt converted to
+		// int was negative and shrank the pool to one session.
+		if m != pkcs11.CK_EFFECTIVELY_INFINITE && m != pkcs11.CK_UNAVAILABLE_INFORMATION && m < uint(n) {
 			n = max(int(m), 1)
 		}
 	}
