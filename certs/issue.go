@@ -36,6 +36,11 @@ var (
 // verifies.
 var ErrInvalidCSR = errors.New("invalid CSR")
 
+// ErrIssuerExpired: the issuing certificate's notAfter is not after the
+// issuance time. The certificate would end before it began; renewing such
+// a certificate as soon as it is issued was a loop of key generations.
+var ErrIssuerExpired = errors.New("the issuer's certificate has expired")
+
 // ParseCSR parses a PEM "CERTIFICATE REQUEST" (or "NEW CERTIFICATE
 // REQUEST") and checks its self-signature.
 func ParseCSR(pemText []byte) (*x509.CertificateRequest, error) {
@@ -207,6 +212,9 @@ func Issue(csr *x509.CertificateRequest, issuer *x509.Certificate, signer crypto
 	notBefore := now.UTC().Truncate(time.Second)
 	notAfter := notBefore.Add(validity)
 	if issuer != nil && notAfter.After(issuer.NotAfter) {
+		if !notBefore.Before(issuer.NotAfter) {
+			return nil, fmt.Errorf("certs: %w: it ended at %s", ErrIssuerExpired, issuer.NotAfter.UTC().Format(time.RFC3339))
+		}
 		notAfter = issuer.NotAfter
 	}
 	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))

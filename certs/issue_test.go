@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -254,6 +255,44 @@ func TestSubject(t *testing.T) {
 		n.FillFromRDNSequence(&rdn)
 		if got := n.String(); got != tc.want {
 			t.Errorf("Subject(%q, %v) = %s, want %s", tc.cn, tc.table, got, tc.want)
+		}
+	}
+}
+
+// TestIssueUnderExpiredIssuer: an issuer whose notAfter is at or before
+// the issuance time issues nothing (the certificate would end before it
+// began); one that expires later caps the certificate's notAfter.
+func TestIssueUnderExpiredIssuer(t *testing.T) {
+	caKey := ecKey(t)
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	caDER, err := Issue(csrFor(t, caKey, "Expiring CA", caCSRExtensions(t)...), nil, caKey, IssueOptions{Validity: time.Hour, Now: start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leafCSR := csrFor(t, ecKey(t), "leaf")
+	for _, tc := range []struct {
+		name    string
+		now     time.Time
+		expired bool
+	}{
+		{"within the CA's life", start.Add(30 * time.Minute), false},
+		{"at the CA's notAfter", start.Add(time.Hour), true},
+		{"after it", start.Add(48 * time.Hour), true},
+	} {
+		der, err := Issue(leafCSR, ca, caKey, IssueOptions{ExpiryDays: 30, Now: tc.now})
+		if tc.expired {
+			if !errors.Is(err, ErrIssuerExpired) {
+				t.Errorf("%s: err = %v, want ErrIssuerExpired", tc.name, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		leaf, _ := x509.ParseCertificate(der)
+		if !leaf.NotAfter.Equal(ca.NotAfter) || !leaf.NotBefore.Before(leaf.NotAfter) {
+			t.Errorf("%s: leaf valid %s–%s, want it to end with the CA at %s", tc.name, leaf.NotBefore, leaf.NotAfter, ca.NotAfter)
 		}
 	}
 }

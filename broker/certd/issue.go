@@ -83,6 +83,9 @@ func (s *Server) issueExplicit(ctx context.Context, id string, csr *x509.Certifi
 	if err != nil {
 		return nil, keyError("issuer.privateKeyHandle", err)
 	}
+	if !s.now().Before(chain[0].NotAfter) {
+		return nil, api.InvalidParameter("issuer.certId", certs.ErrIssuerExpired)
+	}
 	return s.signLocal(id, csr, chain[0], issuerPEM, signer)
 }
 

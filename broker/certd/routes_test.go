@@ -3,6 +3,7 @@ package certd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
@@ -159,4 +160,33 @@ func TestRoutes(t *testing.T) {
 			t.Fatalf("%v %v %v %v", fi, di, err, err2)
 		}
 	})
+}
+
+// TestExpiredExplicitIssuer: an explicit issuer whose certificate has
+// expired issues nothing: 400 naming issuer.certId, not a certificate
+// that ends before it begins.
+func TestExpiredExplicitIssuer(t *testing.T) {
+	e := newEnv(t, routesConfig)
+	issuer, handle := e.keyPair("old-ca-key")
+	leafKey, _ := e.keyPair("leaf-key")
+	csr, err := caCSR(issuer, "expired CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := certs.Issue(csr, nil, issuer, certs.IssueOptions{Validity: time.Hour, Now: time.Now().Add(-48 * time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := e.call(root, "PUT", "/certificates/old-ca", jsonBody(map[string]string{"pem": string(certs.EncodePEM(der))})); r.status != 201 {
+		t.Fatalf("import the expired CA: %d %s", r.status, r.body)
+	}
+	body := jsonBody(map[string]any{"certId": "leaf", "csr": csrPEM(t, leafKey, "leaf", certs.CSROptions{}),
+		"issuer": map[string]string{"certId": "old-ca", "privateKeyHandle": handle}})
+	r := e.call(root, "POST", "/certificates", body)
+	want := "parameter \"issuer.certId\" has an invalid value\ncaused by: the issuer's certificate has expired"
+	var got struct{ Message string }
+	json.Unmarshal([]byte(r.body), &got)
+	if r.status != 400 || got.Message != want {
+		t.Fatalf("create under an expired issuer: %d %s, want 400 %q", r.status, r.body, want)
+	}
 }
