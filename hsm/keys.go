@@ -217,6 +217,9 @@ func (k *Keys) pkcs11() (PKCS11Backend, error) {
 	return p, nil
 }
 
+// maxFileName is the longest file name Linux file systems take.
+const maxFileName = 255
+
 // locations returns where key id may be, in aziot's order (spec §4.1):
 // a preloaded ID's single location; else the base slot with object=<id>,
 // then <HomeDir>/keys/<KeyFileName(id)>.
@@ -245,10 +248,20 @@ func (k *Keys) locations(id string) ([]location, error) {
 		}
 		locs = append(locs, location{b: b, loc: withObject(k.baseSlot, id)})
 	}
+	tooLong := false
 	if k.homeDir != "" {
-		locs = append(locs, location{b: k.file, loc: k.keyPath(id), file: true})
+		// An ID whose file name would pass a file system's 255 bytes has no
+		// file (aziot fails there too); it may still live in PKCS#11.
+		if path := k.keyPath(id); len(path)-len(filepath.Dir(path)) <= maxFileName+1 {
+			locs = append(locs, location{b: k.file, loc: path, file: true})
+		} else {
+			tooLong = true
+		}
 	}
-	if len(locs) == 0 {
+	switch {
+	case len(locs) == 0 && tooLong:
+		return nil, fmt.Errorf("%w: the key ID is too long for a key file name (at most %d bytes)", ErrInvalidParameter, maxFileName)
+	case len(locs) == 0:
 		return nil, fmt.Errorf("%w: no way to create keys (set homedir_path or a PKCS#11 base slot)", ErrInvalidParameter)
 	}
 	return locs, nil

@@ -249,6 +249,11 @@ func TestLocations(t *testing.T) {
 			"k", nil, "pre-loaded key requires PKCS#11 lib path to be configured"},
 		{"nowhere", Config{}, "k", nil, "no way to create keys"},
 		{"empty ID", Config{HomeDir: home}, "", nil, "key ID is empty"},
+		// 186 letters give aziot's 255-byte file name; one more has no file.
+		{"longest file name", Config{HomeDir: home}, strings.Repeat("k", 186), []string{file(strings.Repeat("k", 186))}, ""},
+		{"ID too long for a file", Config{HomeDir: home}, strings.Repeat("k", 187), nil, "too long for a key file name"},
+		{"ID too long for a file, in PKCS#11", Config{HomeDir: home, PKCS11LibPath: testLib, PKCS11BaseSlot: testSlot}, strings.Repeat("k", 187),
+			[]string{"pkcs11:token=Warden;object=" + strings.Repeat("k", 187) + "?pin-value=1234"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 // Write replaces path with data, created with mode perm.
 func Write(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	f, err := os.CreateTemp(dir, tempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -42,6 +42,18 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	}
 	ok = true
 	return SyncDir(dir)
+}
+
+// tempPattern is the temp file name pattern for a file named base: its
+// name, cut so that the temp name stays within 255 bytes however long the
+// target's name is (a target of 240 bytes is valid; ".<it>.tmp-<digits>"
+// was not).
+func tempPattern(base string) string {
+	const maxBase = 200
+	if len(base) > maxBase {
+		base = base[:maxBase]
+	}
+	return "." + base + ".tmp-*"
 }
 
 // SyncDir fsyncs a directory so that a rename or unlink in it is durable.

@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -28,6 +29,17 @@ func TestWriteReplacesAndSetsMode(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Fatalf("temp files left behind: %v", entries)
+	}
+}
+
+// TestWriteLongName: a target whose name is near the file system's 255
+// bytes is written too: the temp file's name is cut to fit.
+func TestWriteLongName(t *testing.T) {
+	for _, n := range []int{200, 240, 255} {
+		p := filepath.Join(t.TempDir(), strings.Repeat("k", n))
+		if err := Write(p, []byte("x"), 0o600); err != nil {
+			t.Fatalf("%d-byte name: %v", n, err)
+		}
 	}
 }
 
