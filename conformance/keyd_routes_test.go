@@ -184,6 +184,8 @@ func TestKeydRoutes(t *testing.T) {
 			{"K9 nested", "POST", "/derivedkey", map[string]any{"baseKeyHandle": f.derived, "derivationData": "AQ=="}, 400, kmsgNested},
 			{"K9 tampered base", "POST", "/derivedkey", map[string]any{"baseKeyHandle": tamperHandle(f.sign), "derivationData": "AQ=="}, 400, kmsgInvalidHandle},
 			{"K9 no derivationData", "POST", "/derivedkey", map[string]any{"baseKeyHandle": f.sign}, 422, "missing field `derivationData`"},
+			{"K9 derivationData too long for a handle", "POST", "/derivedkey", map[string]any{"baseKeyHandle": f.sign, "derivationData": bytes.Repeat([]byte{0xFF}, 16<<10)}, 400,
+				"parameter \"derivationData\" has an invalid value\ncaused by: the key handle would be too long"},
 			// K10
 			{"K10 export", "POST", "/derivedkey/export", hb(f.derived), 200, ""},
 			{"K10 key", "POST", "/derivedkey/export", hb(f.sign), 400, kmsgNotDerived},

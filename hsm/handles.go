@@ -27,6 +27,11 @@ const HandleValidationKeyID = "handle-validation-key"
 // invalid value\ncaused by: invalid handle`.
 var ErrInvalidHandle = errors.New("invalid handle")
 
+// ErrHandleTooLong: a handle Issue would make is longer than Verify
+// accepts (a derived key's data of more than ~12 KiB): issuing it would give
+// the caller a handle that never works.
+var ErrHandleTooLong = errors.New("the key handle would be too long")
+
 // Limits on what Verify accepts: handles longer than maxHandleLen, or
 // derived handles nested deeper than maxDerivedDepth, are invalid. Real
 // handles are a few hundred bytes, nested at most once.
@@ -175,6 +180,9 @@ func (h *Handles) Issue(ctx context.Context, ref KeyRef) (string, error) {
 	out = enc.AppendEncode(out, sr)
 	out = append(out, "&sig="...)
 	out = enc.AppendEncode(out, sig)
+	if len(out) > maxHandleLen {
+		return "", fmt.Errorf("hsm: issue handle: %w: it would be %d bytes, Verify takes at most %d", ErrHandleTooLong, len(out), maxHandleLen)
+	}
 	return string(out), nil
 }
 

@@ -198,6 +198,24 @@ func TestHandleDerivedOfDerived(t *testing.T) {
 	}
 }
 
+// TestHandleTooLong: a handle longer than Verify takes is not issued (a
+// derived key's data past ~12 KiB); one under it verifies.
+func TestHandleTooLong(t *testing.T) {
+	ctx := context.Background()
+	h, _ := handlesWithKnownKey(t)
+	base, _ := h.Issue(ctx, KeyRef{Kind: KindKey, ID: "master"})
+	ok, err := h.Issue(ctx, KeyRef{Kind: KindDerived, Base: base, Data: bytes.Repeat([]byte{0xFF}, 8<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Verify(ctx, ok); err != nil {
+		t.Fatalf("an 8 KiB derived handle (%d bytes) does not verify: %v", len(ok), err)
+	}
+	if _, err := h.Issue(ctx, KeyRef{Kind: KindDerived, Base: base, Data: bytes.Repeat([]byte{0xFF}, 16<<10)}); !errors.Is(err, ErrHandleTooLong) {
+		t.Fatalf("a 16 KiB derived handle: %v, want ErrHandleTooLong", err)
+	}
+}
+
 // TestHandleValidationKeyLifecycle: the key is created on first use, kept
 // across restarts, and a change through the store drops cached handles.
 func TestHandleValidationKeyLifecycle(t *testing.T) {

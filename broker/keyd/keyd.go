@@ -223,7 +223,12 @@ func storeError(err error) error {
 // issue returns a new handle for ref.
 func (s *Server) issue(ctx context.Context, ref hsm.KeyRef) (string, error) {
 	h, err := s.handles.Issue(ctx, ref)
-	if err != nil {
+	switch {
+	case errors.Is(err, hsm.ErrHandleTooLong) && ref.Kind == hsm.KindDerived:
+		return "", api.InvalidParameter("derivationData", hsm.ErrHandleTooLong)
+	case errors.Is(err, hsm.ErrHandleTooLong):
+		return "", api.InvalidParameter("id", hsm.ErrHandleTooLong)
+	case err != nil:
 		return "", api.Internal(fmt.Errorf("issue key handle: %w", err))
 	}
 	return h, nil
