@@ -38,7 +38,8 @@ var (
 	ErrNotFound error = notFound{}
 	// ErrBundle: a preloaded bundle (a list of IDs) cannot be written or deleted.
 	ErrBundle = errors.New("the certificate is a preloaded bundle of other certificates and cannot be modified")
-	// ErrInvalidID: an ID the store cannot hold (empty or with a NUL byte).
+	// ErrInvalidID: an ID the store cannot hold (empty, with a NUL byte,
+	// or too long for a file name).
 	ErrInvalidID = errors.New("invalid certificate ID")
 )
 
@@ -119,6 +120,24 @@ func checkID(id string) error {
 	return nil
 }
 
+// check is checkID and, for an ID kept in the store's own directory, that
+// its file name fits a file system's 255 bytes (aziot fails there too,
+// with a 500).
+func (s *Store) check(id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if _, ok := s.entry(id); !ok {
+		if n := len(FileName(id)); n > maxFileName {
+			return fmt.Errorf("%w: too long, its file name would be %d bytes (at most %d)", ErrInvalidID, n, maxFileName)
+		}
+	}
+	return nil
+}
+
+// maxFileName is the longest file name Linux file systems take.
+const maxFileName = 255
+
 // entry returns the preloaded entry of id, if any.
 func (s *Store) entry(id string) (Preloaded, bool) {
 	s.mu.RLock()
@@ -142,7 +161,7 @@ func (s *Store) path(id string) (path string, bundle []string) {
 // Path returns the file that holds certificate id, whether or not it exists
 // yet. A bundle has no file (ErrBundle).
 func (s *Store) Path(id string) (string, error) {
-	if err := checkID(id); err != nil {
+	if err := s.check(id); err != nil {
 		return "", err
 	}
 	p, b := s.path(id)
@@ -156,7 +175,7 @@ func (s *Store) Path(id string) (string, error) {
 // members that exist (a member that is itself a bundle is skipped); a
 // bundle none of whose members exists is not found.
 func (s *Store) Get(id string) ([]byte, error) {
-	if err := checkID(id); err != nil {
+	if err := s.check(id); err != nil {
 		return nil, err
 	}
 	p, bundle := s.path(id)
@@ -166,7 +185,7 @@ func (s *Store) Get(id string) ([]byte, error) {
 	var out []byte
 	for _, m := range bundle {
 		mp, nested := s.path(m)
-		if nested != nil || checkID(m) != nil {
+		if nested != nil || s.check(m) != nil {
 			continue
 		}
 		b, err := readCert(m, mp)

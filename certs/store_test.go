@@ -20,6 +20,9 @@ func TestFileName(t *testing.T) {
 	}
 }
 
+// longID is a preloaded certificate ID too long for a file of its own.
+var longID = strings.Repeat("p", 300)
+
 func TestStore(t *testing.T) {
 	dir := t.TempDir()
 	pre := filepath.Join(dir, "pre.pem")
@@ -30,6 +33,7 @@ func TestStore(t *testing.T) {
 		"bundle":       {Bundle: []string{"pre", "dyn", "absent", "bundle2"}},
 		"bundle2":      {Bundle: []string{"pre"}},
 		"empty-bundle": {Bundle: []string{"absent"}},
+		longID:         {Path: pre},
 	}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -56,6 +60,10 @@ func TestStore(t *testing.T) {
 		{"empty-bundle", "", ErrNotFound},
 		{"", "", ErrInvalidID},
 		{"a\x00b", "", ErrInvalidID},
+		// 187 letters make a 256-byte file name; preloaded, the ID has a path.
+		{strings.Repeat("c", 186), "", ErrNotFound},
+		{strings.Repeat("c", 187), "", ErrInvalidID},
+		{longID, "PRE\n", nil},
 	}
 	for _, tc := range cases {
 		got, err := s.Get(tc.id)
