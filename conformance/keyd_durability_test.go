@@ -210,7 +210,7 @@ func checkKeyFile(path string) error {
 // startFast starts the daemon again and waits only until keyd.sock answers.
 func (d *daemon) startFast() {
 	d.t.Helper()
-	d.stderr = &bytes.Buffer{}
+	d.stderr = &lockedBuffer{}
 	d.cmd = exec.Command(filepath.Join(binDir, "wardend"), "-c", d.cfgPath)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {
