@@ -2,6 +2,7 @@ package keyd
 
 import (
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,6 +26,12 @@ type Options struct {
 // decisionCacheLimit bounds the remembered decisions (two generations of
 // half each, as hsm.Handles' cache).
 const decisionCacheLimit = 4096
+
+// maxCachedDetail bounds the detail of a remembered decision. Mechanisms
+// and parameter names are a few bytes, but a parameter name is the
+// caller's path segment, authorized before it is checked: 4096 entries of
+// names up to the 1 MiB header limit held gigabytes.
+const maxCachedDetail = 64
 
 // decisionKey is everything of the policy input that a handle operation's
 // decision can depend on, except the time.
@@ -66,7 +73,7 @@ func newDecisionCache(o Options) *decisionCache {
 func (c *decisionCache) key(r *http.Request, op, keyID, detail string) (decisionKey, bool) {
 	ctx := r.Context()
 	p, ok := api.PeerFromContext(ctx)
-	if !ok {
+	if !ok || len(detail) > maxCachedDetail {
 		return decisionKey{}, false
 	}
 	k := decisionKey{uid: p.UID, gid: p.GID, pid: p.PID, exe: p.Exe, op: op, key: keyID, detail: detail, apiVersion: api.APIVersion(r)}
@@ -102,6 +109,9 @@ func (c *decisionCache) remember(k decisionKey, rev string, now time.Time) {
 	} else if rev != c.revision() {
 		return // the policy changed while deciding
 	}
+	// detail and apiVersion are substrings of the request line: cached as
+	// they are, they would keep the whole line (up to 1 MiB) alive.
+	k.detail, k.apiVersion = strings.Clone(k.detail), strings.Clone(k.apiVersion)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.cur) >= decisionCacheLimit/2 {

@@ -3,6 +3,11 @@ package keyd
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,5 +123,50 @@ func TestDecisionCacheWithoutRevision(t *testing.T) {
 	}
 	if n := cd.calls.Load() - before; n != 1 {
 		t.Fatalf("%d policy decisions for three signatures, want 1", n)
+	}
+}
+
+// TestDecisionCacheHoldsNoRequest: the cache keeps nothing of a request
+// but its own small key. An unknown parameter name is the caller's path
+// segment (up to the 1 MiB header limit), authorized before it is checked,
+// and a cached string that is a substring of the request line keeps the
+// whole line alive: 4096 entries of either held gigabytes.
+func TestDecisionCacheHoldsNoRequest(t *testing.T) {
+	e := newEnvWith(t, Options{DecisionTTL: time.Minute}, nil)
+	h := e.importKey("k", bytes.Repeat([]byte{1}, 32))
+	body := jsonBody(map[string]string{"keyHandle": h})
+	pad := strings.Repeat("p", 64<<10)
+	do := func(pid int32, target string) {
+		r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r = r.WithContext(api.WithPeer(r.Context(), api.Peer{UID: uidA, GID: uidA, PID: pid}))
+		w := httptest.NewRecorder()
+		e.h.ServeHTTP(w, r)
+		if w.Code != http.StatusBadRequest { // a key handle, not a key pair's
+			t.Fatalf("%.60s: status %d: %s", target, w.Code, w.Body)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	const n = 64
+	before := heap()
+	for i := range n {
+		// A long unknown parameter name, and a known one in a long request line.
+		do(int32(1000+i), fmt.Sprintf("/parameters/%d%s?api-version=2021-05-01", i, pad))
+		do(int32(2000+i), "/parameters/algorithm?api-version=2021-05-01&pad="+pad)
+	}
+	if grown := int64(heap()) - int64(before); grown > int64(n*len(pad)/4) {
+		t.Fatalf("the decision cache holds %d KiB after %d requests of %d KiB", grown>>10, 2*n, len(pad)>>10)
+	}
+	e.server.decisions.mu.Lock()
+	defer e.server.decisions.mu.Unlock()
+	for k := range e.server.decisions.cur {
+		if len(k.detail) > 1<<10 {
+			t.Fatalf("a %d-byte detail is cached", len(k.detail))
+		}
 	}
 }
