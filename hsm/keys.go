@@ -93,8 +93,11 @@ func (k *Keys) keyPath(id string) string {
 		return p.(string)
 	}
 	p := filepath.Join(k.homeDir, "keys", KeyFileName(id))
-	if k.npaths.Add(1) <= maxCachedPaths {
-		k.paths.Store(id, p)
+	// Only IDs as short as a file name are kept, and as copies: entries
+	// stay for good, and a caller's ID may be up to 1 MiB long, or a path
+	// segment whose bytes are those of its whole request line.
+	if len(id) <= maxFileName && k.npaths.Add(1) <= maxCachedPaths {
+		k.paths.Store(strings.Clone(id), p)
 	}
 	return p
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -602,4 +603,40 @@ func TestWithObject(t *testing.T) {
 			t.Errorf("withObject(%q, %q) = %q, want %q", tt.base, tt.label, got, tt.want)
 		}
 	}
+}
+
+// TestPathCacheHoldsNoCallerData: the key-path cache keeps at most
+// maxCachedPaths short IDs of its own. It kept the first 4096 IDs it saw
+// for good, as they came: a caller's IDs of up to 1 MiB (which may still
+// name a file: only their letters and digits enter its name), or short
+// IDs that were substrings of a 1 MiB request line.
+func TestPathCacheHoldsNoCallerData(t *testing.T) {
+	ctx := context.Background()
+	k, err := Open(ctx, Config{HomeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("-", 64<<10)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	const n = 64
+	before := heap()
+	for i := range n {
+		long := fmt.Sprintf("k%d", i) + pad
+		short := fmt.Sprintf("s%d", i)
+		short = (short + pad)[:len(short)] // as a path segment of a request line
+		for _, id := range []string{long, short} {
+			if err := k.LoadKey(ctx, id); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("LoadKey: %v, want ErrNotFound", err)
+			}
+		}
+	}
+	if grown := int64(heap()) - int64(before); grown > int64(n*len(pad)/4) {
+		t.Fatalf("the path cache holds %d KiB after %d IDs of %d KiB", grown>>10, 2*n, len(pad)>>10)
+	}
+	runtime.KeepAlive(k)
 }
