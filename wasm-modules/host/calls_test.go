@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -453,5 +455,76 @@ func TestBoundedRecovers(t *testing.T) {
 	}
 	if !strings.Contains(logged.String(), "panicked") || !strings.Contains(logged.String(), "nil map") {
 		t.Fatalf("log = %q, want the panic", logged.String())
+	}
+}
+
+// TestHostLogsWithinBudget: the host's lines about a job's refused host
+// calls count against the job's log budget, and its line about a failed
+// job carries at most a line's worth of the module's error. A module
+// chooses the resource it is refused (up to its memory) and how often (up
+// to its host-call limit), and the text of its error (up to its output
+// limit): that was up to a gigabyte of log per job, past a 64 KiB budget.
+func TestHostLogsWithinBudget(t *testing.T) {
+	long := strings.Repeat("x", 16<<10)
+	f := newFixture(t, func(c *ModuleConfig) {
+		c.Limits.MaxLogBytes = 2000
+		c.Egress = []string{"allowed.example"}
+	}, nil)
+	f.dec.deny["certs.get cert:"+long] = true
+	handler := func(ctx context.Context, _ json.RawMessage) (any, error) {
+		for range 50 {
+			if _, err := guest.HTTPDo(ctx, &guest.HTTPRequest{URL: "https://" + long + ".example/"}); err == nil {
+				return nil, errors.New("http.do outside the egress allowlist succeeded")
+			}
+			if _, err := guest.GetCert(ctx, long); err == nil {
+				return nil, errors.New("a denied certs.get succeeded")
+			}
+		}
+		return nil, guest.Errorf(guest.CodeFailed, "%s", strings.Repeat("e", 64<<10))
+	}
+	if _, err := f.h.RunNative(context.Background(), "probe", handler, nil); !isKind(err, ErrModuleError) {
+		t.Fatalf("RunNative: %.200v", err)
+	}
+	logs := f.logs.String()
+	if len(logs) > 16<<10 || strings.Count(logs, "module log truncated") != 1 || !strings.Contains(logs, "module job failed") {
+		t.Fatalf("%d KiB of log for a job with a %d-byte budget:\n%.1000s", len(logs)>>10, 2000, logs)
+	}
+}
+
+// TestJobKeepsFewTransports: a job keeps a transport per TLS identity it
+// uses, up to maxTransports; a module that varies its TLS options on every
+// call gets a transport for the call alone. It had one kept for each call,
+// each with its trust_pem, until the job ended.
+func TestJobKeepsFewTransports(t *testing.T) {
+	p := newPKI(t)
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	f := newFixture(t, func(c *ModuleConfig) { c.Egress = []string{u.Host} }, nil)
+	pad := strings.Repeat("#", 256<<10) // text around PEM blocks is skipped
+	heap := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapAlloc)
+	}
+	const n = 40
+	var grown int64
+	handler := func(ctx context.Context, _ json.RawMessage) (any, error) {
+		before := heap()
+		for i := range n {
+			tlsOpts := &guest.TLSOptions{TrustPEM: p.caPEM + pad, ServerName: fmt.Sprint("name-", i)}
+			if resp, err := guest.HTTPDo(ctx, &guest.HTTPRequest{URL: srv.URL, TLS: tlsOpts}); err != nil || resp.Status != http.StatusOK {
+				return nil, fmt.Errorf("call %d: %v, %v", i, resp, err)
+			}
+		}
+		grown = heap() - before
+		return "ok", nil
+	}
+	if _, err := f.h.RunNative(context.Background(), "probe", handler, nil); err != nil {
+		t.Fatal(err)
+	}
+	if grown > int64(n*len(pad)/2) {
+		t.Fatalf("a job holds %d KiB after %d calls with %d KiB of trust_pem each", grown>>10, n, len(pad)>>10)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -38,7 +40,9 @@ func (j *job) httpDo(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	}
 	ok, hostport := egressAllowed(j.m.egress, u)
 	if !ok {
-		j.log.Warn("http.do denied: not in the egress allowlist", "url_host", hostport)
+		// Logged within the job's log budget: the module chooses the host
+		// (as long as its memory allows) and how often it tries.
+		j.emit(ctx, slog.LevelWarn, "http.do denied: not in the egress allowlist", slog.String("url_host", hostport))
 		return nil, guest.Errorf(guest.CodeDenied, "%s: %s is not in module %s's egress allowlist", op, hostport, j.m.name)
 	}
 	details := map[string]any{"method": r.Method, "scheme": u.Scheme, "path": u.Path}
@@ -49,9 +53,12 @@ func (j *job) httpDo(ctx context.Context, req []byte) ([]byte, *guest.Error) {
 	if e := j.authorize(ctx, op, "url:"+hostport, details); e != nil {
 		return nil, e
 	}
-	t, e := j.transport(ctx, r.TLS)
+	t, kept, e := j.transport(ctx, r.TLS)
 	if e != nil {
 		return nil, e
+	}
+	if !kept {
+		defer t.CloseIdleConnections() // this call's own, after its body is closed
 	}
 	hreq, err := http.NewRequestWithContext(ctx, r.Method, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
@@ -110,23 +117,31 @@ func unwrapURLError(err error) error {
 	return err
 }
 
+// maxTransports bounds the transports a job keeps. A module uses one per
+// TLS identity (the EST module three at most), but one that varied its TLS
+// options on every call had a transport kept for each, to the job's end:
+// up to its host-call limit of them, each with a trust_pem as large as
+// the module's memory.
+const maxTransports = 8
+
 // transport returns the job's transport for o, built on first use: each
 // job has its own (connections are reused within a job, never across jobs
-// or TLS identities) and they close when the job ends.
-func (j *job) transport(ctx context.Context, o *guest.TLSOptions) (*http.Transport, *guest.Error) {
-	var key string
+// or TLS identities) and they close when the job ends. Past maxTransports
+// a new one is for the call alone (kept is false): the caller closes it.
+func (j *job) transport(ctx context.Context, o *guest.TLSOptions) (_ *http.Transport, kept bool, _ *guest.Error) {
+	var key [sha256.Size]byte // a digest: trust_pem may be megabytes
 	if o != nil {
-		key = fmt.Sprintf("%q|%q|%q|%q|%v|%q|%v", o.ClientCertID, o.ClientKeyID, o.TrustCertIDs, o.TrustPEM, o.SystemRoots, o.ServerName, o.InsecureSkipVerify)
+		key = sha256.Sum256(fmt.Appendf(nil, "%q|%q|%q|%q|%v|%q|%v", o.ClientCertID, o.ClientKeyID, o.TrustCertIDs, o.TrustPEM, o.SystemRoots, o.ServerName, o.InsecureSkipVerify))
 	}
 	j.tmu.Lock()
 	t, ok := j.transports[key]
 	j.tmu.Unlock()
 	if ok {
-		return t, nil
+		return t, true, nil
 	}
 	cfg, e := j.tlsConfig(ctx, o)
 	if e != nil {
-		return nil, e
+		return nil, false, e
 	}
 	dialer := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
 	t = &http.Transport{
@@ -139,12 +154,15 @@ func (j *job) transport(ctx context.Context, o *guest.TLSOptions) (*http.Transpo
 		ExpectContinueTimeout: time.Second,
 	}
 	j.tmu.Lock()
+	defer j.tmu.Unlock()
 	if j.transports == nil {
-		j.transports = map[string]*http.Transport{}
+		j.transports = map[[sha256.Size]byte]*http.Transport{}
+	}
+	if len(j.transports) >= maxTransports {
+		return t, false, nil
 	}
 	j.transports[key] = t
-	j.tmu.Unlock()
-	return t, nil
+	return t, true, nil
 }
 
 // tlsConfig builds the TLS settings of o: trust from cert store IDs and

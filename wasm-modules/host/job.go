@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tetratelabs/wazero/api"
 
@@ -35,7 +37,7 @@ type job struct {
 	fail   *JobError // a limit hit or abuse that ends the job
 
 	tmu        sync.Mutex
-	transports map[string]*http.Transport
+	transports map[[sha256.Size]byte]*http.Transport
 }
 
 type jobKey struct{}
@@ -199,13 +201,18 @@ func (j *job) authorize(ctx context.Context, op, resource string, details map[st
 		Module: &policy.Module{Name: j.m.name, Digest: j.m.digest},
 		Time:   time.Now().UTC(),
 	}
+	// Both failures are logged within the job's log budget (the decision
+	// log, if any, has each one): the module chooses the resource and how
+	// often it asks.
 	dec, err := d.Decide(ctx, &in)
 	if err != nil {
-		j.log.Error("host call: no policy decision", "op", op, "resource", resource, "err", err)
+		j.emit(ctx, slog.LevelError, "host call: no policy decision",
+			slog.String("op", op), slog.String("resource", resource), slog.Any("err", err))
 		return guest.Errorf(guest.CodeDenied, "%s on %s: no policy decision: %v", op, resource, err)
 	}
 	if !dec.Allow {
-		j.log.Warn("host call denied by policy", "op", op, "resource", resource, "reasons", dec.Reasons)
+		j.emit(ctx, slog.LevelWarn, "host call denied by policy",
+			slog.String("op", op), slog.String("resource", resource), slog.Any("reasons", dec.Reasons))
 		return guest.Errorf(guest.CodeDenied, "%s on %s denied by policy: %s", op, resource, strings.Join(dec.Reasons, "; "))
 	}
 	return nil
@@ -219,8 +226,9 @@ func ctxError(err error) *guest.Error {
 	return guest.Errorf(guest.CodeDeadline, "the job was canceled")
 }
 
-// emit logs one module line within the job's log budget; when the budget
-// runs out one "truncated" line is written and the rest dropped.
+// emit logs one line of the job (the module's, or the host's about a host
+// call it refused) within the job's log budget; when the budget runs out
+// one "truncated" line is written and the rest dropped.
 func (j *job) emit(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
 	n := int64(len(msg))
 	for _, a := range attrs {
@@ -245,6 +253,17 @@ type stderrWriter struct {
 }
 
 const maxLineBytes = 4 << 10
+
+// clip cuts s to at most n bytes, at a character boundary, marking the cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
 
 // Write logs each complete line of p.
 func (w *stderrWriter) Write(p []byte) (int, error) {

@@ -58,8 +58,11 @@ func (h *Host) record(ctx context.Context, m *module, res *Result, err error, na
 	}
 	if err != nil {
 		rec.Error = err.Error()
+		// A line's worth of the error: the module's own error message may
+		// be as long as its output limit, and this line is outside its log
+		// budget.
 		h.log.Warn("module job failed", "module", m.name, "digest", shortDigest(m.digest), "kind", rec.Kind,
-			"duration_ms", rec.DurationMS, "host_calls", rec.HostCalls, "err", err)
+			"duration_ms", rec.DurationMS, "host_calls", rec.HostCalls, "err", clip(rec.Error, maxLineBytes))
 	} else {
 		h.log.Debug("module job done", "module", m.name, "digest", shortDigest(m.digest),
 			"duration_ms", rec.DurationMS, "host_calls", rec.HostCalls, "native", native)
