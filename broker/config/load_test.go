@@ -411,3 +411,34 @@ func TestEncodeRedacted(t *testing.T) {
 		t.Errorf("redacted output lost non-secrets:\n%s", out)
 	}
 }
+
+// TestBadPKCS11URIHidesPIN: a pkcs11: URI the configuration refuses is
+// quoted in the error, which wardend logs (at start and on SIGHUP), without
+// its PIN, as EncodeRedacted shows it.
+func TestBadPKCS11URIHidesPIN(t *testing.T) {
+	for _, uri := range []string{
+		"pkcs11:object=k?pin-value=s3cr3t",                   // neither slot-id nor token
+		"pkcs11:slot-id=x;object=k?pin-value=s3cr3t",         // slot-id not a number
+		"pkcs11:slot-id=0;object=k%zz?pin-value=s3cr3t",      // a bad escape in the path
+		"pkcs11:slot-id=0;object=k?pin-value=s3cr3t%zz",      // a bad escape in the PIN
+		"pkcs11:slot-id=0;object=k?pin%2Dvalue=s3cr3t&x=%zz", // the name escaped, another bad attribute
+		"pkcs11:token=t;object=k;pin-value=s3cr3t;id",        // the PIN among the path attributes
+		"PKCS11:slot-id=0;object=k?pin-value=s3cr3t",         // not the scheme's spelling
+	} {
+		cfg := "[aziot_keys]\npkcs11_lib_path = \"/l.so\"\npkcs11_base_slot = \"" + uri + "\"\n[preloaded_keys]\nk = \"" + uri + "\""
+		_, err := Load(writeConfig(t, cfg, nil))
+		if err == nil || !strings.Contains(err.Error(), "preloaded_keys.k") {
+			t.Fatalf("%s: err = %v, want an error on preloaded_keys.k", uri, err)
+		}
+		if strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("%s: the error shows the PIN: %v", uri, err)
+		}
+	}
+	// A certificate cannot come from PKCS#11.
+	for _, uri := range []string{"pkcs11:slot-id=0;object=c?pin-value=s3cr3t", "pkcs11:slot-id=0;object=c?pin-value=s3cr3t%zz"} {
+		_, err := Load(writeConfig(t, "[preloaded_certs]\nc = \""+uri+"\"", nil))
+		if err == nil || !strings.Contains(err.Error(), "preloaded_certs.c") || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("a pkcs11: certificate: err = %v, want one on preloaded_certs.c without the PIN", err)
+		}
+	}
+}

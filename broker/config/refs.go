@@ -20,12 +20,18 @@ func IsURI(ref string) bool {
 
 // checkFileURI accepts file:///absolute/path (host empty or localhost).
 func checkFileURI(s string) error {
+	// s is quoted without a PIN: a pkcs11: URI has no place here, but may
+	// have one.
 	u, err := url.Parse(s)
 	if err != nil {
-		return fmt.Errorf("invalid URI %q: %w", s, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // its text has s whole
+		}
+		return fmt.Errorf("invalid URI %q: %w", redactURI(s), err)
 	}
 	if u.Scheme != "file" {
-		return fmt.Errorf("%q is not a file:// URI", s)
+		return fmt.Errorf("%q is not a file:// URI", redactURI(s))
 	}
 	if u.Host != "" && u.Host != "localhost" {
 		return fmt.Errorf("file URI %q names host %q: want file:///absolute/path", s, u.Host)
@@ -39,11 +45,12 @@ func checkFileURI(s string) error {
 // checkPKCS11URI accepts the RFC 7512 subset aziot understands: path
 // attributes separated by ';' (object, slot-id, token; others are ignored)
 // with slot-id or token present, then an optional ?query (pin-value).
-// Values may be percent-encoded.
+// Values may be percent-encoded. Its errors quote s without its PIN
+// (redactURI): wardend logs them.
 func checkPKCS11URI(s string) error {
 	rest, ok := strings.CutPrefix(s, "pkcs11:")
 	if !ok {
-		return fmt.Errorf("%q is not a pkcs11: URI", s)
+		return fmt.Errorf("%q is not a pkcs11: URI", redactURI(s))
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	var slot, token bool
@@ -53,16 +60,16 @@ func checkPKCS11URI(s string) error {
 		}
 		name, value, ok := strings.Cut(attr, "=")
 		if !ok || name == "" {
-			return fmt.Errorf("pkcs11 URI %q: attribute %q is not name=value", s, attr)
+			return fmt.Errorf("pkcs11 URI %q: attribute %q is not name=value", redactURI(s), attr)
 		}
 		v, err := url.PathUnescape(value)
 		if err != nil {
-			return fmt.Errorf("pkcs11 URI %q: attribute %s: %w", s, name, err)
+			return fmt.Errorf("pkcs11 URI %q: attribute %s: %w", redactURI(s), name, err)
 		}
 		switch name {
 		case "slot-id":
 			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
-				return fmt.Errorf("pkcs11 URI %q: slot-id %q is not a number", s, v)
+				return fmt.Errorf("pkcs11 URI %q: slot-id %q is not a number", redactURI(s), v)
 			}
 			slot = true
 		case "token":
@@ -70,18 +77,32 @@ func checkPKCS11URI(s string) error {
 		}
 	}
 	if !slot && !token {
-		return fmt.Errorf("pkcs11 URI %q names neither slot-id nor token", s)
+		return fmt.Errorf("pkcs11 URI %q names neither slot-id nor token", redactURI(s))
 	}
 	for _, attr := range strings.Split(query, "&") {
 		if attr == "" {
 			continue
 		}
-		_, value, _ := strings.Cut(attr, "=")
+		name, value, _ := strings.Cut(attr, "=")
 		if _, err := url.PathUnescape(value); err != nil {
-			return fmt.Errorf("pkcs11 URI %q: query attribute %q: %w", s, attr, err)
+			// Neither the value nor the escape error, which quotes two
+			// bytes of it: this may be the PIN.
+			return fmt.Errorf("pkcs11 URI %q: query attribute %q: malformed percent escape", redactURI(s), name)
 		}
 	}
 	return nil
+}
+
+// redactURI is a key URI as an error message may quote it: its query,
+// where the PIN is (whatever the spelling of pin-value), and a pin-value
+// among its path attributes are replaced by "<redacted>".
+func redactURI(s string) string {
+	path, _, query := strings.Cut(s, "?")
+	path = pinValue.ReplaceAllString(path, "${1}<redacted>")
+	if query {
+		path += "?<redacted>"
+	}
+	return path
 }
 
 // checkHTTPURL accepts an absolute http:// or https:// URL with a host.

@@ -254,7 +254,7 @@ func (v *validator) keyURI(p keyPath, s string) {
 	case strings.HasPrefix(s, "file:"):
 		v.check(p, checkFileURI(s))
 	default:
-		v.addf(p, "%q is not a file:// or pkcs11: URI", s)
+		v.addf(p, "%q is not a file:// or pkcs11: URI", redactURI(s))
 	}
 }
 

@@ -2,13 +2,16 @@ package identityd
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/warden-iot/warden/broker/config"
 	"github.com/warden-iot/warden/conformance/emulator"
+	"github.com/warden-iot/warden/hsm"
 )
 
 func TestManualProvisioning(t *testing.T) {
@@ -73,5 +76,27 @@ func TestReloadWithoutProvisioning(t *testing.T) {
 	}
 	if _, err := s.DeviceIdentity(context.Background()); err != ErrDeviceNotFound {
 		t.Fatalf("after reload without provisioning: %v", err)
+	}
+}
+
+// TestUnsupportedKeyURIHidesPIN: a symmetric key by pkcs11: URI, which
+// the configuration accepts but identityd cannot use, fails the start
+// without quoting the URI's PIN (wardend logs the error as it stops).
+func TestUnsupportedKeyURIHidesPIN(t *testing.T) {
+	ctx := context.Background()
+	k, err := hsm.Open(ctx, hsm.Config{HomeDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	cfg := &config.Config{Provisioning: &config.Provisioning{Source: "manual", IothubHostname: "hub.example", DeviceID: "d",
+		Authentication: &config.ManualAuthentication{Method: "sas",
+			DeviceIDPK: &config.SymmetricKey{URI: "pkcs11:slot-id=0;object=device-id?pin-value=s3cr3t"}}}}
+	s, err := New(nil, cfg, Options{Keys: k, Handles: hsm.NewHandles(k), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(ctx); err == nil || !strings.Contains(err.Error(), "pkcs11") || strings.Contains(err.Error(), "s3cr3t") {
+		t.Fatalf("Start = %v, want an error naming the pkcs11: URI without its PIN", err)
 	}
 }

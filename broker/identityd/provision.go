@@ -232,7 +232,10 @@ func (s *Server) symmetricKey(ctx context.Context, k *config.SymmetricKey) error
 	}
 	u, err := url.Parse(k.URI)
 	if err != nil || u.Scheme != "file" {
-		return fmt.Errorf("symmetric key %q: only value and file:// URIs are supported", k.URI)
+		// Named by its scheme only: a pkcs11: URI, which the configuration
+		// accepts, carries its PIN.
+		scheme, _, _ := strings.Cut(k.URI, ":")
+		return fmt.Errorf("symmetric key: %s: URIs are not supported, only value and file:// URIs", scheme)
 	}
 	b, err := os.ReadFile(u.Path)
 	if err != nil {
