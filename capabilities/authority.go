@@ -327,7 +327,25 @@ func (a *Authority) Revoke(ctx context.Context, id string, exp time.Time) error 
 	if exp.IsZero() {
 		exp = now.Add(a.maxTTL)
 	}
-	if err := a.rev.add(id, exp, now); err != nil {
+	return a.revoke(id, exp, now, 0)
+}
+
+// RevokeToken is Revoke for a token the caller presented, until its
+// expiry. The revocation counts against the quota of the token's uid
+// (MaxRevocationsPerUID; root's are not counted): ErrTooManyRevocations
+// when it is full.
+func (a *Authority) RevokeToken(ctx context.Context, c *Claims) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	if c.ID == "" || len(c.ID) > maxIDLen {
+		return fmt.Errorf("%w: token id must be 1 to %d bytes", ErrInvalidRequest, maxIDLen)
+	}
+	return a.revoke(c.ID, c.Expiry, a.now(), c.UID)
+}
+
+func (a *Authority) revoke(id string, exp, now time.Time, owner uint32) error {
+	if err := a.rev.add(id, exp, now, owner); err != nil {
 		return fmt.Errorf("revoke %s: %w", id, err)
 	}
 	a.log.Info("capability token revoked", "id", id, "exp", exp.UTC())

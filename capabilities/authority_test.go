@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -381,5 +382,42 @@ func TestJWKS(t *testing.T) {
 	tok, _ := f.mint(t, 1, signCap, 0)
 	if _, err := jws.Verify([]byte(tok), jws.WithKeySet(set, jws.WithRequireKid(true))); err != nil {
 		t.Fatalf("token does not verify against the JWKS: %v", err)
+	}
+}
+
+// TestRevocationQuota: a uid's revocations of its own tokens in force are
+// bounded (MaxRevocationsPerUID), across restarts; re-revoking, other uids,
+// root's tokens and revocations by ID alone are not held back, and the
+// quota frees as entries are pruned.
+func TestRevocationQuota(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, Options{})
+	exp := f.clock.Now().Add(time.Hour)
+	full := revocationFile{Revoked: map[string]int64{}, Owners: map[string]uint32{}}
+	for i := range MaxRevocationsPerUID {
+		id := fmt.Sprintf("t%d", i)
+		full.Revoked[id], full.Owners[id] = exp.Unix(), 1000
+	}
+	full.Revoked["legacy"] = exp.Unix() // a list written before owners: no uid
+	data, _ := json.Marshal(full)
+	if err := os.WriteFile(f.opts.RevocationPath, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := f.restart(t)
+	claims := func(id string, uid uint32) *Claims { return &Claims{ID: id, UID: uid, Expiry: exp} }
+
+	wantErr(t, a.RevokeToken(ctx, claims("one-more", 1000)), ErrTooManyRevocations)
+	for _, c := range []*Claims{claims("t7", 1000), claims("other-uid", 1001), claims("roots", 0)} {
+		if err := a.RevokeToken(ctx, c); err != nil {
+			t.Errorf("RevokeToken(%s of uid %d): %v", c.ID, c.UID, err)
+		}
+	}
+	if err := a.Revoke(ctx, "by-id", time.Time{}); err != nil {
+		t.Errorf("Revoke by ID: %v", err)
+	}
+	// Pruned with their tokens' expiry, the entries free the quota.
+	f.clock.Add(time.Hour + pruneMargin + time.Second)
+	if err := a.RevokeToken(ctx, &Claims{ID: "later", UID: 1000, Expiry: f.clock.Now().Add(time.Hour)}); err != nil {
+		t.Fatalf("after the entries expired: %v", err)
 	}
 }

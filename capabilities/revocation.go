@@ -19,23 +19,38 @@ import (
 // so that clock adjustments cannot resurrect a revoked token.
 const pruneMargin = 5 * time.Minute
 
+// MaxRevocationsPerUID bounds the revocations of one uid's tokens that
+// are in force (not yet pruned). A uid may mint tokens for itself and
+// revoke them: unbounded, each revocation would live for up to the maximum
+// TTL and make every later one rewrite a larger file. Root's tokens, and
+// revocations by ID alone (root only), are not counted.
+const MaxRevocationsPerUID = 1024
+
+// ErrTooManyRevocations: a uid has MaxRevocationsPerUID revocations in force.
+var ErrTooManyRevocations = errors.New("too many revoked tokens of this uid are still in force")
+
 // revocations is the revocation list: jti → unix expiry of the token. Readers
 // load an immutable snapshot without locking; writers copy it, persist and
-// swap.
+// swap. owners (writers only, under mu) holds the uid of the entries that
+// count against a uid's quota.
 type revocations struct {
-	path string // "" = memory only
-	mu   sync.Mutex
-	set  atomic.Pointer[map[string]int64]
+	path   string // "" = memory only
+	mu     sync.Mutex
+	set    atomic.Pointer[map[string]int64]
+	owners map[string]uint32
 }
 
-// revocationFile is the on-disk format: {"revoked": {"<jti>": <unix exp>}}.
+// revocationFile is the on-disk format: {"revoked": {"<jti>": <unix exp>},
+// "owners": {"<jti>": <uid>}}. owners is absent in lists written before it
+// existed; their entries count against no uid.
 type revocationFile struct {
-	Revoked map[string]int64 `json:"revoked"`
+	Revoked map[string]int64  `json:"revoked"`
+	Owners  map[string]uint32 `json:"owners,omitempty"`
 }
 
 // loadRevocations reads the list at path; a missing file is an empty list.
 func loadRevocations(path string, now time.Time) (*revocations, error) {
-	r := &revocations{path: path}
+	r := &revocations{path: path, owners: map[string]uint32{}}
 	m := map[string]int64{}
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -52,9 +67,13 @@ func loadRevocations(path string, now time.Time) (*revocations, error) {
 				return nil, fmt.Errorf(`revocation list %s is corrupt: no "revoked" object`, path)
 			}
 			m = f.Revoked
+			if f.Owners != nil {
+				r.owners = f.Owners
+			}
 		}
 	}
 	prune(m, now)
+	pruneOwners(r.owners, m)
 	r.set.Store(&m)
 	return r, nil
 }
@@ -76,21 +95,37 @@ func (r *revocations) revoked(c *Claims) (string, bool) {
 	return "", false
 }
 
-// add revokes id until exp. The new list is in force before it is persisted:
-// a failed write leaves the token revoked in memory and reports the error.
-func (r *revocations) add(id string, exp, now time.Time) error {
+// add revokes id until exp; a non-zero owner is the uid whose quota the
+// entry counts against (ErrTooManyRevocations when it is full). The new
+// list is in force before it is persisted: a failed write leaves the token
+// revoked in memory and reports the error.
+func (r *revocations) add(id string, exp, now time.Time, owner uint32) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := maps.Clone(*r.set.Load())
 	prune(m, now)
-	if old, ok := m[id]; !ok || old < exp.Unix() {
+	pruneOwners(r.owners, m)
+	old, ok := m[id]
+	if !ok && owner != 0 {
+		n := 0
+		for _, uid := range r.owners {
+			if uid == owner {
+				n++
+			}
+		}
+		if n >= MaxRevocationsPerUID {
+			return fmt.Errorf("%w: uid %d has %d", ErrTooManyRevocations, owner, n)
+		}
+		r.owners[id] = owner
+	}
+	if !ok || old < exp.Unix() {
 		m[id] = exp.Unix()
 	}
 	r.set.Store(&m)
 	if r.path == "" {
 		return nil
 	}
-	data, err := json.Marshal(revocationFile{Revoked: m})
+	data, err := json.Marshal(revocationFile{Revoked: m, Owners: r.owners})
 	if err != nil {
 		return fmt.Errorf("encode revocation list: %w", err)
 	}
@@ -111,6 +146,15 @@ func prune(m map[string]int64, now time.Time) {
 	for id, exp := range m {
 		if exp < cutoff {
 			delete(m, id)
+		}
+	}
+}
+
+// pruneOwners drops the owners of entries no longer in m.
+func pruneOwners(owners map[string]uint32, m map[string]int64) {
+	for id := range owners {
+		if _, ok := m[id]; !ok {
+			delete(owners, id)
 		}
 	}
 }

@@ -25,6 +25,7 @@ type Authority interface {
 	Inspect(ctx context.Context, token string) (*capabilities.Claims, error)
 	Active(c *capabilities.Claims) error
 	Revoke(ctx context.Context, id string, exp time.Time) error
+	RevokeToken(ctx context.Context, c *capabilities.Claims) error
 	JWKS() ([]byte, error)
 }
 
@@ -110,6 +111,8 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 // a request error to a 400 on param (on ttlSeconds for a lifetime error).
 func tokenError(param string, err error) error {
 	switch {
+	case errors.Is(err, capabilities.ErrTooManyRevocations):
+		return &api.Error{Status: http.StatusTooManyRequests, Message: err.Error()}
 	case errors.Is(err, capabilities.ErrTTL):
 		return api.InvalidParameter("ttlSeconds", err)
 	case errors.Is(err, capabilities.ErrInvalidRequest), errors.Is(err, capabilities.ErrWiden):

@@ -39,6 +39,14 @@ func (a fuzzAuthority) Revoke(ctx context.Context, id string, exp time.Time) err
 	return scratch.Revoke(ctx, id, exp)
 }
 
+func (a fuzzAuthority) RevokeToken(ctx context.Context, c *capabilities.Claims) error {
+	scratch, err := capabilities.NewAuthority(a.signer, capabilities.Options{CacheSize: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	return scratch.RevokeToken(ctx, c)
+}
+
 // fuzzModules is a module host with one module, "est", whose jobs echo
 // their input; other names are not configured.
 type fuzzModules struct{}

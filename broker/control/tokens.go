@@ -164,7 +164,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	details := map[string]any{"id": req.ID, "token_uid": nil}
-	var exp time.Time
+	var presented *capabilities.Claims
 	switch {
 	case req.Token != "":
 		c, err := s.tokens.Inspect(r.Context(), req.Token)
@@ -176,7 +176,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 			api.WriteError(w, r, s.log, api.BadRequest(`parameter "id" has an invalid value`+"\ncaused by: id and token name different tokens"))
 			return
 		}
-		req.ID, exp = c.ID, c.Expiry
+		req.ID, presented = c.ID, c
 		details["id"], details["token_uid"] = c.ID, int64(c.UID)
 	case req.ID == "":
 		api.WriteError(w, r, s.log, api.BadRequest(`parameter "id" has an invalid value`+"\ncaused by: give id or token"))
@@ -186,7 +186,18 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	if err := s.tokens.Revoke(r.Context(), req.ID, exp); err != nil {
+	// A uid's revocations of its own tokens count against its quota; root's
+	// do not, so that a uid that filled its quota cannot stop root from
+	// revoking one of its tokens.
+	var err error
+	if p, ok := api.PeerFromContext(r.Context()); presented != nil && (!ok || p.UID != 0) {
+		err = s.tokens.RevokeToken(r.Context(), presented)
+	} else if presented != nil {
+		err = s.tokens.Revoke(r.Context(), presented.ID, presented.Expiry)
+	} else {
+		err = s.tokens.Revoke(r.Context(), req.ID, time.Time{})
+	}
+	if err != nil {
 		api.WriteError(w, r, s.log, tokenError("id", err))
 		return
 	}
