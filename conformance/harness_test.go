@@ -12,12 +12,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/warden-iot/warden/client"
+	"github.com/warden-iot/warden/internal/syncbuf"
 )
 
 // binDir holds wardend, wardenctl and a copy of this test binary, readable
@@ -78,32 +78,13 @@ func needRoot(t *testing.T) {
 	t.Skip("needs root to run clients as other uids")
 }
 
-// lockedBuffer is a wardend's stderr: written by exec's copying goroutine
-// while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // daemon is a wardend started by a test.
 type daemon struct {
 	t       *testing.T
 	dir     string // config, state and sockets live under it
 	cfgPath string
 	cmd     *exec.Cmd
-	stderr  *lockedBuffer
+	stderr  *syncbuf.Buffer // exec copies into it while tests read it
 	exited  chan struct{}
 	// env is added to wardend's environment (e.g. SOFTHSM2_CONF).
 	env []string
@@ -176,7 +157,7 @@ func startDaemonEnv(t *testing.T, extra string, env []string) *daemon {
 
 func (d *daemon) start() {
 	d.t.Helper()
-	d.stderr = &lockedBuffer{}
+	d.stderr = &syncbuf.Buffer{}
 	d.cmd = exec.Command(filepath.Join(binDir, "wardend"), "-c", d.cfgPath, "-log-level", "debug")
 	d.cmd.Stderr = d.stderr
 	if d.env != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/warden-iot/warden/client"
 	"github.com/warden-iot/warden/client/keyd"
+	"github.com/warden-iot/warden/internal/syncbuf"
 )
 
 // TestKeydRestart: keys and the handles issued for them survive a restart:
@@ -210,7 +211,7 @@ func checkKeyFile(path string) error {
 // startFast starts the daemon again and waits only until keyd.sock answers.
 func (d *daemon) startFast() {
 	d.t.Helper()
-	d.stderr = &lockedBuffer{}
+	d.stderr = &syncbuf.Buffer{}
 	d.cmd = exec.Command(filepath.Join(binDir, "wardend"), "-c", d.cfgPath)
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/warden-iot/warden/hsm"
+	"github.com/warden-iot/warden/internal/syncbuf"
 )
 
 func TestLogin(t *testing.T) {
@@ -89,7 +90,7 @@ func TestSecretsStayOut(t *testing.T) {
 	const pin, wrongPIN = "31415926", "27182818"
 	label := newTestToken(t, pin)
 	other := newTestToken(t, pin)
-	var logs syncBuffer
+	var logs syncbuf.Buffer
 	b, err := New(softhsmLib, testLogger(t, &logs))
 	if err != nil {
 		t.Fatal(err)

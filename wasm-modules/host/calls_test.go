@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/hsm"
+	"github.com/warden-iot/warden/internal/syncbuf"
 	"github.com/warden-iot/warden/policy"
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -192,7 +193,7 @@ func TestPolicyDeniesHostCall(t *testing.T) {
 	})
 	data := `{"warden": {"modules": {"probe": {"host_calls": {"certs.get": ["cert:allowed-*"], "log": ["*"]}}}}}`
 	os.WriteFile(filepath.Join(dir, "data.json"), []byte(data), 0o600)
-	logBuf := &syncBuffer{}
+	logBuf := &syncbuf.Buffer{}
 	dlog := policy.NewDecisionLog(logBuf, policy.DecisionLogOptions{})
 	eng, err := policy.New(context.Background(), policy.Options{Dir: dir, DecisionLog: dlog})
 	if err != nil {

@@ -1,7 +1,6 @@
 package host
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -16,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/warden-iot/warden/internal/syncbuf"
 	"github.com/warden-iot/warden/policy"
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -124,24 +124,6 @@ func (d *decider) ops() []string {
 	return out
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // fixture is a host with the probe module loaded as "probe".
 type fixture struct {
 	h    *Host
@@ -149,14 +131,14 @@ type fixture struct {
 	path string
 	cfg  ModuleConfig
 	dec  *decider
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 }
 
 func newFixture(t testing.TB, mod func(*ModuleConfig), opt func(*Options)) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	path, sum := copyModule(t, wasmOf(t, "probe"), dir, "probe.wasm")
-	f := &fixture{dir: dir, path: path, dec: &decider{deny: map[string]bool{}}, logs: &syncBuffer{}}
+	f := &fixture{dir: dir, path: path, dec: &decider{deny: map[string]bool{}}, logs: &syncbuf.Buffer{}}
 	opts := Options{
 		CacheDir: sharedCache(t),
 		Decider:  f.dec,
