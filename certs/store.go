@@ -128,15 +128,12 @@ func (s *Store) check(id string) error {
 		return err
 	}
 	if _, ok := s.entry(id); !ok {
-		if n := len(FileName(id)); n > maxFileName {
-			return fmt.Errorf("%w: too long, its file name would be %d bytes (at most %d)", ErrInvalidID, n, maxFileName)
+		if n := len(FileName(id)); n > hsm.MaxFileName {
+			return fmt.Errorf("%w: too long, its file name would be %d bytes (at most %d)", ErrInvalidID, n, hsm.MaxFileName)
 		}
 	}
 	return nil
 }
-
-// maxFileName is the longest file name Linux file systems take.
-const maxFileName = 255
 
 // entry returns the preloaded entry of id, if any.
 func (s *Store) entry(id string) (Preloaded, bool) {

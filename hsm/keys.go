@@ -96,7 +96,7 @@ func (k *Keys) keyPath(id string) string {
 	// Only IDs as short as a file name are kept, and as copies: entries
 	// stay for good, and a caller's ID may be up to 1 MiB long, or a path
 	// segment whose bytes are those of its whole request line.
-	if len(id) <= maxFileName && k.npaths.Add(1) <= maxCachedPaths {
+	if len(id) <= MaxFileName && k.npaths.Add(1) <= maxCachedPaths {
 		k.paths.Store(strings.Clone(id), p)
 	}
 	return p
@@ -220,8 +220,9 @@ func (k *Keys) pkcs11() (PKCS11Backend, error) {
 	return p, nil
 }
 
-// maxFileName is the longest file name Linux file systems take.
-const maxFileName = 255
+// MaxFileName is the longest file name Linux file systems take: the bound
+// on a key file's name, and on the certificate files named the same way.
+const MaxFileName = 255
 
 // locations returns where key id may be, in aziot's order (spec §4.1):
 // a preloaded ID's single location; else the base slot with object=<id>,
@@ -255,7 +256,7 @@ func (k *Keys) locations(id string) ([]location, error) {
 	if k.homeDir != "" {
 		// An ID whose file name would pass a file system's 255 bytes has no
 		// file (aziot fails there too); it may still live in PKCS#11.
-		if path := k.keyPath(id); len(path)-len(filepath.Dir(path)) <= maxFileName+1 {
+		if path := k.keyPath(id); len(filepath.Base(path)) <= MaxFileName {
 			locs = append(locs, location{b: k.file, loc: path, file: true})
 		} else {
 			tooLong = true
@@ -263,7 +264,7 @@ func (k *Keys) locations(id string) ([]location, error) {
 	}
 	switch {
 	case len(locs) == 0 && tooLong:
-		return nil, fmt.Errorf("%w: the key ID is too long for a key file name (at most %d bytes)", ErrInvalidParameter, maxFileName)
+		return nil, fmt.Errorf("%w: the key ID is too long for a key file name (at most %d bytes)", ErrInvalidParameter, MaxFileName)
 	case len(locs) == 0:
 		return nil, fmt.Errorf("%w: no way to create keys (set homedir_path or a PKCS#11 base slot)", ErrInvalidParameter)
 	}
