@@ -296,8 +296,15 @@ func (a *Authority) Active(c *Claims) error {
 }
 
 func (a *Authority) active(c *Claims, now time.Time) error {
-	if !now.Before(c.Expiry) {
-		return fmt.Errorf("%w at %s", ErrExpired, c.Expiry.UTC().Format(time.RFC3339))
+	// A token minted before a restart that lowered the maximum TTL ends
+	// at iat + the maximum TTL (in whole seconds, as exp is): a revocation
+	// by id, kept for the maximum TTL, must outlive it.
+	exp := c.Expiry
+	if end := c.IssuedAt.Add((a.maxTTL + time.Second - 1).Truncate(time.Second)); end.Before(exp) {
+		exp = end
+	}
+	if !now.Before(exp) {
+		return fmt.Errorf("%w at %s", ErrExpired, exp.UTC().Format(time.RFC3339))
 	}
 	if now.Add(nbfLeeway).Before(c.NotBefore) {
 		return fmt.Errorf("%w before %s", ErrNotYetValid, c.NotBefore.UTC().Format(time.RFC3339))

@@ -337,6 +337,28 @@ func TestRevocationPersists(t *testing.T) {
 	wantErr(t, a2.Revoke(ctx, "", time.Time{}), ErrInvalidRequest)
 }
 
+// TestRevokeByIDAfterMaxTTLLowered: a revocation by id is kept for the
+// maximum TTL from now, which must outlive every token that still verifies,
+// also one minted before a restart that lowered max_ttl.
+func TestRevokeByIDAfterMaxTTLLowered(t *testing.T) {
+	f := newFixture(t, Options{MaxTTL: 24 * time.Hour})
+	tok, c := f.mint(t, 1000, signCap, 24*time.Hour)
+	f.opts.MaxTTL = time.Hour
+	a := f.restart(t)
+	if err := a.Revoke(ctx, c.ID, time.Time{}); err != nil { // by id: exp unknown
+		t.Fatal(err)
+	}
+	f.clock.Add(2 * time.Hour)
+	if err := a.Revoke(ctx, "another", time.Time{}); err != nil { // prunes
+		t.Fatal(err)
+	}
+	for _, a := range []*Authority{a, f.restart(t)} {
+		if _, err := a.Verify(ctx, tok, 1000); err == nil {
+			t.Fatal("a token revoked by id verifies again once its revocation was pruned")
+		}
+	}
+}
+
 func TestRevocationFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	for name, content := range map[string]string{
