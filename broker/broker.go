@@ -35,7 +35,7 @@ import (
 )
 
 // TokenKeyID is the key-store ID of the key that signs capability tokens.
-const TokenKeyID = "warden-token-signing-key"
+const TokenKeyID = capabilities.TokenKeyID
 
 // Broker is a running wardend.
 type Broker struct {
@@ -378,8 +378,11 @@ func (b *Broker) openModules(ctx context.Context, cfg *config.Config) error {
 		Certs:    b.certd.ModuleCerts(),
 		TPM:      b.tpm,
 		Decider:  b.engine,
-		Caller:   policy.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid()), Exe: exe},
-		Logger:   b.log,
+		// keyd's Guard refuses the token key to its callers; modules get
+		// the same refusal here.
+		ReservedKeys: []string{TokenKeyID},
+		Caller:       policy.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid()), Exe: exe},
+		Logger:       b.log,
 	})
 	if err != nil {
 		return err

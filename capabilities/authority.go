@@ -39,6 +39,11 @@ const (
 	DefaultCacheSize = 4096
 )
 
+// TokenKeyID is the key-store ID of the token key. It shares the store
+// that keyd serves, and whoever can sign with it forges tokens of any scope
+// for any uid: api.Guard refuses every action on key:<TokenKeyID>.
+const TokenKeyID = "warden-token-signing-key"
+
 // nbfLeeway tolerates a clock that stepped back a little between mint and
 // verify (device clocks are set late at boot). Expiry has no leeway.
 const nbfLeeway = 5 * time.Second

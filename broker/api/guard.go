@@ -116,13 +116,22 @@ func (g *Guard) Caller(ctx context.Context) (policy.Caller, bool) {
 	return policy.Caller{UID: p.UID, GID: p.GID, PID: p.PID, Exe: p.Exe, Principal: g.PrincipalName(p.UID)}, true
 }
 
-// Authorize decides whether the request in ctx may perform a. A token that
-// does not cover a is refused without asking the policy. err is set only
-// when no decision could be made (then the request must fail, closed).
+// tokenKeyResource is the token key as a resource: no caller may use it,
+// whatever the policy says.
+const tokenKeyResource = "key:" + capabilities.TokenKeyID
+
+// Authorize decides whether the request in ctx may perform a. An action on
+// the token key, and one that a token does not cover, are refused without
+// asking the policy. err is set only when no decision could be made (then
+// the request must fail, closed).
 func (g *Guard) Authorize(ctx context.Context, a policy.Action) (policy.Decision, error) {
 	caller, ok := g.Caller(ctx)
 	if !ok {
 		return policy.Decision{}, errors.New("authorize: request without peer credentials")
+	}
+	if a.Resource == tokenKeyResource {
+		return policy.Decision{Reasons: []string{
+			"the broker's token key is used by the broker only: signing with it forges capability tokens"}}, nil
 	}
 	in := policy.Input{Caller: caller, Action: a, Time: g.now().UTC()}
 	if c := TokenFromContext(ctx); c != nil {

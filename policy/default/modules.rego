@@ -68,6 +68,15 @@ deny contains msg if {
 	])
 }
 
+# The broker's token key (capabilities.TokenKeyID) shares the key store:
+# a module that could sign with it would forge capability tokens. keyd's
+# callers are refused it in Go (api.Guard); module host calls are not.
+deny contains msg if {
+	input.action.service == "modules"
+	input.action.resource == "key:warden-token-signing-key"
+	msg := concat("", ["host call ", input.action.operation, " may not use the broker's token key"])
+}
+
 module_call_listed(calls) if {
 	some g in calls[input.action.operation]
 	wildmatch(g, input.action.resource)

@@ -529,3 +529,42 @@ func TestJobKeepsFewTransports(t *testing.T) {
 		t.Fatalf("a job holds %d KiB after %d calls with %d KiB of trust_pem each", grown>>10, n, len(pad)>>10)
 	}
 }
+
+// TestReservedKeys: no host call may use a reserved key (the broker's token
+// key), whatever the policy says: not to sign, MAC, read, create over, or
+// sign a TLS handshake with.
+func TestReservedKeys(t *testing.T) {
+	p := newPKI(t)
+	srv := tlsServer(t, p)
+	u, _ := url.Parse(srv.URL)
+	f := newFixture(t, func(c *ModuleConfig) { c.Egress = []string{u.Host} }, func(o *Options) {
+		o.Keys, o.Certs = p.keys, p.certs
+		o.ReservedKeys = []string{"client-key"}
+	})
+	digest := sha256.Sum256([]byte("to be signed"))
+	res, err := f.h.Run(context.Background(), "probe", steps(
+		call(guest.OpKeysSign, guest.SignRequest{KeyID: "client-key", Digest: digest[:], Hash: "SHA-256"}),
+		call(guest.OpKeysHMAC, guest.HMACRequest{KeyID: "client-key", Message: []byte("m")}),
+		call(guest.OpKeysPublic, guest.KeyRequest{KeyID: "client-key"}),
+		call(guest.OpKeysCreateKeyPair, guest.CreateKeyPairRequest{KeyID: "client-key"}),
+		call(guest.OpHTTPDo, guest.HTTPRequest{URL: srv.URL, TLS: &guest.TLSOptions{ClientCertID: "client-cert", ClientKeyID: "client-key", TrustCertIDs: []string{"ca"}}}),
+		call(guest.OpKeysPublic, guest.KeyRequest{KeyID: "client-key-2"}),
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := parseProbe(t, res).Steps
+	for i := range 5 {
+		if e := s[i].Error; e == nil || e.Code != guest.CodeDenied || !strings.Contains(e.Message, "reserved for the broker") {
+			t.Fatalf("step %d on the reserved key: %+v %s", i, e, s[i].Resp)
+		}
+	}
+	if e := s[5].Error; e == nil || e.Code != guest.CodeNotFound {
+		t.Fatalf("a key whose ID only starts with the reserved one: %+v", e)
+	}
+	for _, op := range f.dec.ops() {
+		if strings.HasSuffix(op, " key:client-key") {
+			t.Fatalf("the policy was asked about the reserved key (%s): it is refused before", op)
+		}
+	}
+}

@@ -83,6 +83,9 @@ type Options struct {
 	TPM      TPM
 	// Decider decides every host call but log. nil denies them all.
 	Decider Decider
+	// ReservedKeys are key IDs no module may use, whatever the policy: the
+	// broker's token key, with which a module could forge tokens.
+	ReservedKeys []string
 	// Caller is input.caller of host-call decisions: the broker itself.
 	Caller policy.Caller
 	// Defaults are the limits of modules that do not set their own; zero

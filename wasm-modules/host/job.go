@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -191,6 +192,10 @@ func encode(op string, v any) ([]byte, *guest.Error) {
 // authorize asks the policy whether the module may do op on resource.
 // A refusal is logged (and recorded in the decision log by the Decider).
 func (j *job) authorize(ctx context.Context, op, resource string, details map[string]any) *guest.Error {
+	if id, ok := strings.CutPrefix(resource, "key:"); ok && slices.Contains(j.h.opts.ReservedKeys, id) {
+		j.emit(ctx, slog.LevelWarn, "host call on a reserved key refused", slog.String("op", op), slog.String("resource", resource))
+		return guest.Errorf(guest.CodeDenied, "%s on %s: the key is reserved for the broker", op, resource)
+	}
 	d := j.h.opts.Decider
 	if d == nil {
 		return guest.Errorf(guest.CodeDenied, "%s on %s: no policy is configured for module host calls", op, resource)
