@@ -130,6 +130,8 @@ func TestBadConfigs(t *testing.T) {
 		{"expiry_days past a time.Duration", "[cert_issuance.dev]\nmethod = \"self_signed\"\nexpiry_days = 106752", "", "cert_issuance.dev.expiry_days", "at most 106751"},
 		{"issuance method unknown", "[cert_issuance.dev]\nmethod = \"acme\"", "", "cert_issuance.dev.method", `not "acme"`},
 		{"local_ca method without local CA", "[cert_issuance.dev]\nmethod = \"local_ca\"", "", "cert_issuance.dev.method", "[cert_issuance.local_ca]"},
+		{"local CA issued by itself", "[cert_issuance.local_ca]\ncert = \"local-ca\"\npk = \"local-ca\"\n[cert_issuance.local-ca]\nmethod = \"local_ca\"", "",
+			"cert_issuance.local-ca.method", "issued by itself"},
 		{"EST without URL", "[cert_issuance.dev]\nmethod = \"est\"", "", "cert_issuance.dev.method", "EST URL is not configured"},
 		{"EST auth set twice", "[cert_issuance.est]\nusername = \"a\"\npassword = \"b\"\n[cert_issuance.est.auth]\nusername = \"c\"", "",
 			"cert_issuance.est.username", "set both"},

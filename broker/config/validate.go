@@ -325,6 +325,12 @@ func (v *validator) certIssuance(p keyPath) {
 	for _, id := range sortedKeys(ci.Certs) {
 		o := ci.Certs[id]
 		v.check(p.k(id), checkID(id))
+		if o.Method == "local_ca" && ci.LocalCA != nil && ci.LocalCA.Cert.Issued == nil && ci.LocalCA.Cert.Ref == id {
+			// The local CA named by reference, issued when missing: by
+			// itself it could not be.
+			v.addf(p.k(id).k("method"), "the local CA cannot be issued by itself")
+			continue
+		}
 		v.certOptions(p.k(id), &o, id)
 	}
 }
