@@ -82,6 +82,12 @@ func OpenStore(dir string, p map[string]Preloaded, logger *slog.Logger) (*Store,
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("certs: store directory: %w", err)
 	}
+	// A crash between writing and renaming a certificate leaves a temp file.
+	if n, err := atomicfile.RemoveTemps(abs); err != nil {
+		logger.Warn("could not remove leftover temp files", "err", err)
+	} else if n > 0 {
+		logger.Info("removed leftover temp files of interrupted certificate writes", "count", n)
+	}
 	s := &Store{dir: abs, log: logger}
 	s.SetPreloaded(p)
 	return s, nil

@@ -116,3 +116,29 @@ func TestErrNotFoundIsNotExist(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+// TestOpenStoreRemovesTemps: a temp file a crash left between writing and
+// renaming a certificate is removed when the store opens, as keyd does.
+func TestOpenStoreRemovesTemps(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "certs")
+	s, err := OpenStore(dir, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put("dyn", []byte("DYN")); err != nil {
+		t.Fatal(err)
+	}
+	temp := filepath.Join(dir, "."+FileName("dyn")+".tmp-123456")
+	if err := os.WriteFile(temp, []byte("TORN"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = OpenStore(dir, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(temp); !os.IsNotExist(err) {
+		t.Fatalf("temp file left: %v", err)
+	}
+	if b, err := s.Get("dyn"); err != nil || string(b) != "DYN" {
+		t.Fatalf("dyn = %q, %v", b, err)
+	}
+}
