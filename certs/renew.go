@@ -75,6 +75,13 @@ func (p RenewalPolicy) NextRenewal(notBefore, notAfter, now time.Time) time.Time
 	return at
 }
 
+// maxTimerWait is the longest the scheduler sleeps before it looks at the
+// clock again. Renewal times are wall-clock times (from notBefore and
+// notAfter) while timers run on the monotonic clock, which follows neither
+// a step of the wall clock (a device without a real-time clock whose time
+// NTP sets after boot) nor a suspend.
+const maxTimerWait = time.Minute
+
 // Scheduler runs renewals at their times: a min-heap of (time, ID) drives a
 // single timer. It is safe for concurrent use; Run executes due jobs one at
 // a time, in time order.
@@ -84,6 +91,8 @@ type Scheduler struct {
 	byID map[string]*entry
 	wake chan struct{}
 	now  func() time.Time
+	// maxWait is maxTimerWait (tests shorten it).
+	maxWait time.Duration
 }
 
 type entry struct {
@@ -98,9 +107,10 @@ func NewScheduler(now func() time.Time) *Scheduler {
 		now = time.Now
 	}
 	return &Scheduler{
-		byID: map[string]*entry{},
-		wake: make(chan struct{}, 1),
-		now:  now,
+		byID:    map[string]*entry{},
+		wake:    make(chan struct{}, 1),
+		now:     now,
+		maxWait: maxTimerWait,
 	}
 }
 
@@ -186,7 +196,7 @@ func (s *Scheduler) Run(ctx context.Context, run func(ctx context.Context, id st
 		var timer <-chan time.Time
 		stop := func() bool { return false }
 		if wait >= 0 {
-			t := time.NewTimer(wait)
+			t := time.NewTimer(min(wait, s.maxWait))
 			timer, stop = t.C, t.Stop
 		}
 		select {

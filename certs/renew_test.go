@@ -148,3 +148,29 @@ func TestPercentOf(t *testing.T) {
 		}
 	}
 }
+
+// TestSchedulerWallClockStep: renewal times are wall-clock times, timers
+// run on the monotonic clock. A step of the wall clock (a device without a
+// real-time clock whose time NTP sets after boot) or a suspend must not
+// leave a due job waiting for the timer set before it.
+func TestSchedulerWallClockStep(t *testing.T) {
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var mu sync.Mutex
+	now := start
+	s := NewScheduler(func() time.Time { mu.Lock(); defer mu.Unlock(); return now })
+	s.maxWait = 20 * time.Millisecond
+	s.Schedule("renew", start.Add(time.Hour))
+	runs := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Run(ctx, func(_ context.Context, id string) { runs <- id })
+	time.Sleep(50 * time.Millisecond) // the loop is waiting for an hour
+	mu.Lock()
+	now = start.Add(2 * time.Hour) // the wall clock steps
+	mu.Unlock()
+	select {
+	case <-runs:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a job due after a wall-clock step did not run")
+	}
+}
