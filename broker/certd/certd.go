@@ -83,6 +83,9 @@ type Server struct {
 	seed  maphash.Seed
 	locks [32]sync.Mutex // one issuance or renewal per cert ID at a time
 	caMu  sync.Mutex     // creation of an issued local CA
+	// bootMu: one EST enrollment at a time while an EST identity is
+	// enrolled with its bootstrap certificate (taken after a cert's lock).
+	bootMu sync.Mutex
 }
 
 type estHolder struct{ r ESTRunner }

@@ -61,8 +61,15 @@ func (s *Server) enrollEST(ctx context.Context, id string, csr *x509.Certificate
 		}
 	}
 	if job.BootstrapCertID != "" && job.IdentityCertID != "" && !s.store.Exists(job.IdentityCertID) {
-		if err := s.keys.DeleteKeyPair(ctx, job.IdentityKeyID); err != nil && !errors.Is(err, hsm.ErrNotFound) {
-			return nil, api.Internal(fmt.Errorf("cert %q: delete the stale EST identity key %q: %w", id, job.IdentityKeyID, err))
+		// Another enrollment with the same identity may be enrolling it
+		// right now (its key created, its certificate not yet stored):
+		// wait for it rather than delete the key under it, and look again.
+		s.bootMu.Lock()
+		defer s.bootMu.Unlock()
+		if !s.store.Exists(job.IdentityCertID) {
+			if err := s.keys.DeleteKeyPair(ctx, job.IdentityKeyID); err != nil && !errors.Is(err, hsm.ErrNotFound) {
+				return nil, api.Internal(fmt.Errorf("cert %q: delete the stale EST identity key %q: %w", id, job.IdentityKeyID, err))
+			}
 		}
 	}
 	res, err := s.runEST(ctx, job)
