@@ -1,6 +1,7 @@
 package certd
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
@@ -23,6 +24,11 @@ var renewalAlgorithms = hsm.ParsePreferredAlgorithms("ec-p256:rsa-4096:*")
 // certificate is dropped from the schedule until the next reload or
 // issuance.
 var errFatal = errors.New("renewal cannot succeed")
+
+// errChanged: the certificate was deleted or replaced while its renewal
+// waited for the certificate's lock; it is scheduled again from what is
+// stored now.
+var errChanged = errors.New("the certificate changed before its renewal began")
 
 // Run renews certificates until ctx is done: it completes key rotations a
 // crash interrupted, schedules every renewable certificate that exists,
@@ -94,6 +100,8 @@ func (s *Server) renewScheduled(ctx context.Context, id string) {
 	case err == nil:
 		s.log.Info("certificate renewed", "cert", id, "rotated_key", spec.policy.RotateKey)
 		s.scheduleOne(id)
+	case errors.Is(err, errChanged):
+		s.scheduleOne(id)
 	case errors.Is(err, errFatal):
 		s.log.Error("renewal failed and will not be retried", "cert", id, "err", err)
 	case ctx.Err() != nil:
@@ -112,9 +120,20 @@ func (s *Server) renewScheduled(ctx context.Context, id string) {
 func (s *Server) renewOne(ctx context.Context, spec renewSpec, old *x509.Certificate) (err error) {
 	unlock := s.lock(spec.certID)
 	defer unlock()
+	// A C4, C1 or C2 may have run while this renewal waited for the lock.
+	if cur, err := s.leaf(spec.certID); err != nil || !bytes.Equal(cur.Raw, old.Raw) {
+		return errChanged
+	}
 	newKey := spec.keyID
 	if spec.policy.RotateKey {
 		newKey = spec.keyID + tempSuffix
+		// A renewal whose key move failed left the certificate for the
+		// temp key: finish that move rather than delete the key as stale.
+		if pub, err := s.keys.PublicKey(ctx, newKey); err == nil && certs.SamePublicKey(pub, old.PublicKey) {
+			if err := s.keys.MoveKeyPair(ctx, newKey, spec.keyID); err != nil {
+				return fmt.Errorf("finish the previous key rotation: %w", err)
+			}
+		}
 		if err := s.keys.DeleteKeyPair(ctx, newKey); err != nil && !errors.Is(err, hsm.ErrNotFound) {
 			return fmt.Errorf("delete stale key %q: %w", newKey, err)
 		}
@@ -157,8 +176,8 @@ func (s *Server) renewOne(ctx context.Context, spec renewSpec, old *x509.Certifi
 	if spec.policy.RotateKey {
 		if err := s.keys.MoveKeyPair(ctx, newKey, spec.keyID); err != nil {
 			// The new certificate is stored with the key still under
-			// <key>-temp: recoverRotations finishes the move at the next
-			// start; keep the temp key.
+			// <key>-temp: recoverRotations at the next start, or the next
+			// renewal, finishes the move; keep the temp key.
 			s.log.Error("renewal: moving the new key over the old failed; it is finished at the next start", "cert", spec.certID, "err", err)
 			return nil
 		}

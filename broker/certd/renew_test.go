@@ -305,3 +305,64 @@ identity_cert = { method = "local_ca", common_name = "my-device" }
 		t.Fatal("no options, no error")
 	}
 }
+
+// tlsEST is fakeEST that authenticates as a TLS client would: a job's
+// identity certificate, when it exists, must be for its identity key.
+type tlsEST struct {
+	*fakeEST
+	e *env
+}
+
+func (f tlsEST) RunEST(ctx context.Context, job *estjob.Job) (*estjob.Result, error) {
+	if job.IdentityCertID != "" {
+		if leaf, err := f.e.server.leaf(job.IdentityCertID); err == nil && !certs.SamePublicKey(leaf.PublicKey, f.e.publicKey(job.IdentityKeyID)) {
+			return nil, errors.New("TLS: the client certificate is not for the client key")
+		}
+	}
+	return f.fakeEST.RunEST(ctx, job)
+}
+
+// TestRenewAfterFailedKeyMove: a renewal whose key move failed leaves the
+// new certificate stored for <key>-temp (finished at the next start). The
+// next renewal, before any restart, must not delete that temp key as
+// stale: the certificate's key would be gone for good.
+func TestRenewAfterFailedKeyMove(t *testing.T) {
+	e := newEnv(t, renewConfig)
+	f := newFakeEST(t, time.Hour)
+	e.server.SetEST(tlsEST{f, e})
+	// What renewOne leaves when MoveKeyPair fails: the chain is for the
+	// temp key, the key is still the old one.
+	e.issueDirect(f, "est-id", "est-id-temp")
+	e.keyPair("est-id")
+	e.server.renewScheduled(context.Background(), "est-id")
+	leaf, err := e.server.leaf("est-id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !certs.SamePublicKey(leaf.PublicKey, e.publicKey("est-id")) && !certs.SamePublicKey(leaf.PublicKey, e.publicKey("est-id-temp")) {
+		t.Fatal("the certificate's key was deleted")
+	}
+	if !certs.SamePublicKey(leaf.PublicKey, e.publicKey("est-id")) {
+		t.Fatal("est-id's certificate is not for key est-id")
+	}
+}
+
+// TestRenewAfterDelete: a certificate deleted (C4) after its renewal was
+// due but before the renewal took the certificate's lock is not brought
+// back by the renewal.
+func TestRenewAfterDelete(t *testing.T) {
+	e := newEnv(t, renewConfig)
+	f := newFakeEST(t, time.Hour)
+	e.server.SetEST(f)
+	e.issueDirect(f, "est-id", "est-id")
+	spec := e.server.settings.Load().renew["est-id"]
+	old, err := e.server.leaf("est-id") // renewScheduled has read the leaf …
+	if err != nil {
+		t.Fatal(err)
+	}
+	check{204, ""}.verify(t, e.call(root, "DELETE", "/certificates/est-id", "")) // … C4 runs …
+	e.server.renewOne(context.Background(), spec, old)                           // … then the renewal.
+	if e.server.Store().Exists("est-id") {
+		t.Fatal("a deleted certificate was renewed back into the store")
+	}
+}
