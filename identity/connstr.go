@@ -16,17 +16,16 @@ type ConnectionString struct {
 }
 
 // ParseConnectionString parses "HostName=…;DeviceId=…;SharedAccessKey=…"
-// (any order, optional GatewayHostName; the key is base64).
+// (any order, optional GatewayHostName; the key is base64). Other
+// components are ignored, as aziot and the configuration's validation
+// ignore them, and never quoted: a mistyped one may hold the key.
 func ParseConnectionString(s string) (*ConnectionString, error) {
 	var c ConnectionString
 	var key string
 	for part := range strings.SplitSeq(s, ";") {
-		if strings.TrimSpace(part) == "" {
-			continue
-		}
 		k, v, ok := strings.Cut(part, "=")
 		if !ok {
-			return nil, fmt.Errorf("connection string: %q is not key=value", part)
+			continue
 		}
 		switch k {
 		case "HostName":
@@ -37,8 +36,6 @@ func ParseConnectionString(s string) (*ConnectionString, error) {
 			key = v
 		case "GatewayHostName":
 			c.GatewayHostName = v
-		default:
-			return nil, fmt.Errorf("connection string: unknown key %q", k)
 		}
 	}
 	if c.HostName == "" || c.DeviceID == "" || key == "" {

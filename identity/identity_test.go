@@ -68,7 +68,7 @@ func TestParseConnectionString(t *testing.T) {
 		{"DeviceId=d1;SharedAccessKey=AAAA;HostName=h;GatewayHostName=parent", true, "h", "parent"},
 		{"HostName=h;DeviceId=d1", false, "", ""},
 		{"HostName=h;DeviceId=d1;SharedAccessKey=*", false, "", ""},
-		{"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;Bogus=1", false, "", ""},
+		{"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;Bogus=1", true, "h", ""},
 	}
 	for _, tc := range tests {
 		c, err := ParseConnectionString(tc.in)
@@ -185,5 +185,27 @@ func TestMint(t *testing.T) {
 	}
 	if _, err := Mint(HubAudience("h", "d"), "", now, TokenLifetime, func([]byte) ([]byte, error) { return nil, errors.New("no key") }); err == nil {
 		t.Fatal("a signing failure minted a token")
+	}
+}
+
+// TestConnectionStringExtraComponents: components other than HostName,
+// DeviceId, SharedAccessKey (and GatewayHostName) are ignored, as aziot's
+// parser and the configuration's validation ignore them (docs/config.md):
+// a connection string the configuration accepts must provision.
+func TestConnectionStringExtraComponents(t *testing.T) {
+	for _, in := range []string{
+		"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;ModuleId=m",
+		"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;x509=true",
+		"HostName=h;DeviceId=d1;SharedAccessKey=AAAA;stray",
+	} {
+		c, err := ParseConnectionString(in)
+		if err != nil || c.HostName != "h" || c.DeviceID != "d1" || len(c.SharedAccessKey) != 3 {
+			t.Errorf("%q = %+v, %v", in, c, err)
+		}
+	}
+	// What is refused is not quoted: a typo'd part may be the key itself.
+	if _, err := ParseConnectionString("HostName=h;DeviceId=d1;SharedAccessKey:c2VjcmV0LWtleQ=="); err == nil ||
+		strings.Contains(err.Error(), "c2VjcmV0LWtleQ") {
+		t.Errorf("error %v", err)
 	}
 }
