@@ -274,3 +274,27 @@ func TestLocalIDOptsError(t *testing.T) {
 		}
 	}
 }
+
+// TestBlankModuleID: an empty or blank module ID is aziot's 400 on
+// `module_id` (its identity manager refuses it before any hub call), not
+// a hub round trip answered 404 "Hub client error".
+func TestBlankModuleID(t *testing.T) {
+	h := newFuzzHandler(t)
+	const want = "parameter \"module_id\" has an invalid value\ncaused by: module name cannot be empty"
+	for _, c := range []struct{ method, target, body string }{
+		{"POST", "/identities/modules?api-version=2021-12-01", `{"type":"aziot","moduleId":""}`},
+		{"POST", "/identities/modules?api-version=2021-12-01", `{"type":"aziot","moduleId":" \t"}`},
+		{"GET", "/identities/modules/%20?api-version=2021-12-01&type=aziot", ``},
+		{"PUT", "/identities/modules/%20?api-version=2021-12-01&type=aziot", `{}`},
+		{"DELETE", "/identities/modules/%20?api-version=2021-12-01&type=aziot", ``},
+	} {
+		r, _ := wireRequest(c.method, c.target, c.body, 0)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		var got struct{ Message string }
+		json.Unmarshal(w.Body.Bytes(), &got)
+		if w.Code != http.StatusBadRequest || got.Message != want {
+			t.Errorf("%s %s %s: %d %s, want 400 %q", c.method, c.target, c.body, w.Code, w.Body, want)
+		}
+	}
+}

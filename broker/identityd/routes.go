@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/broker/config"
@@ -99,6 +100,9 @@ func (s *Server) ModuleIdentity(ctx context.Context, id string) (*Identity, erro
 
 func (s *Server) withModule(ctx context.Context, id string,
 	fn func(context.Context, *identity.Device, string) (*identity.Module, error)) (*Identity, error) {
+	if err := checkModuleID(id); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dev, err := s.deviceLocked()
@@ -110,6 +114,15 @@ func (s *Server) withModule(ctx context.Context, id string,
 		return nil, err
 	}
 	return s.moduleIdentity(ctx, dev, m, true)
+}
+
+// checkModuleID refuses an empty or blank module ID before any hub call,
+// as aziot's identity manager does.
+func checkModuleID(id string) error {
+	if strings.TrimSpace(id) == "" {
+		return api.InvalidParameter("module_id", errors.New("module name cannot be empty"))
+	}
+	return nil
 }
 
 // typeParam checks the mandatory "type" query parameter against allowed.
@@ -429,12 +442,15 @@ func (s *Server) deleteModule(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	s.mu.Lock()
-	dev, err := s.deviceLocked()
+	err := checkModuleID(id)
 	if err == nil {
-		err = s.deleteModuleLocked(r.Context(), dev, id)
+		s.mu.Lock()
+		var dev *identity.Device
+		if dev, err = s.deviceLocked(); err == nil {
+			err = s.deleteModuleLocked(r.Context(), dev, id)
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	if err != nil {
 		s.fail(w, r, err)
 		return
