@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 
 	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/broker/config"
@@ -70,6 +69,10 @@ func (s *Server) GetLocal(ctx context.Context, m string) (*LocalIdentity, error)
 	}
 	return s.issueLocal(ctx, m, p.LocalID != nil && p.LocalID.Attributes == "server")
 }
+
+// expirationLayout is RFC 3339 as aziot writes it (chrono's to_rfc3339 of
+// a UTC time): "+00:00", not "Z".
+const expirationLayout = "2006-01-02T15:04:05+00:00"
 
 var (
 	oidExtKeyUsage = asn1.ObjectIdentifier{2, 5, 29, 37}
@@ -132,6 +135,6 @@ func (s *Server) issueLocal(ctx context.Context, m string, serverAuth bool) (*Lo
 	return &LocalIdentity{Type: "local", Spec: &LocalSpec{ModuleID: m, Auth: &LocalAuth{
 		PrivateKey:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: p8})),
 		Certificate: string(chain),
-		Expiration:  cert.NotAfter.UTC().Format(time.RFC3339),
+		Expiration:  cert.NotAfter.UTC().Format(expirationLayout),
 	}}}, nil
 }
