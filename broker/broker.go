@@ -104,7 +104,12 @@ func New(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ *Broke
 	}
 	b.guard = api.NewGuard(b.tokens, b.engine, logger, nil)
 	b.guard.SetPrincipalNames(principalNames(cfg))
-	b.certd, err = certd.New(cfg, b.keys, hsm.NewHandles(b.keys), b.guard, certd.Options{Logger: logger})
+	b.certd, err = certd.New(cfg, b.keys, hsm.NewHandles(b.keys), b.guard, certd.Options{Logger: logger,
+		OnRenewed: func(ctx context.Context, certID string) {
+			if b.ident != nil { // identityd opens after certd, before renewals run
+				b.ident.CertRenewed(ctx, certID)
+			}
+		}})
 	if err != nil {
 		return nil, err
 	}

@@ -61,8 +61,9 @@ type Options struct {
 	// the host's default 1-minute timeout).
 	ESTMaxWait time.Duration
 	// OnRenewed, when set, is called after certd renewed a certificate on
-	// its own (identityd reprovisions with DPS after a device-id renewal).
-	OnRenewed func(certID string)
+	// its own, new key in place, outside the certificate's lock
+	// (identityd reprovisions with DPS after a device-id renewal).
+	OnRenewed func(ctx context.Context, certID string)
 }
 
 // Server is the certificate service.
@@ -74,7 +75,7 @@ type Server struct {
 	log       *slog.Logger
 	now       func() time.Time
 	maxWait   time.Duration
-	onRenewed func(string)
+	onRenewed func(context.Context, string)
 
 	settings atomic.Pointer[settings]
 	est      atomic.Pointer[estHolder]

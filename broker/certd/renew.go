@@ -30,6 +30,10 @@ var errFatal = errors.New("renewal cannot succeed")
 // stored now.
 var errChanged = errors.New("the certificate changed before its renewal began")
 
+// errMovePending: the new certificate is stored but its key is still under
+// <key>-temp (moving it failed); the next start or renewal finishes it.
+var errMovePending = errors.New("the renewed key is still under its temporary ID")
+
 // Run renews certificates until ctx is done: it completes key rotations a
 // crash interrupted, schedules every renewable certificate that exists,
 // and runs the schedule (one min-heap, one timer).
@@ -100,7 +104,10 @@ func (s *Server) renewScheduled(ctx context.Context, id string) {
 	case err == nil:
 		s.log.Info("certificate renewed", "cert", id, "rotated_key", spec.policy.RotateKey)
 		s.scheduleOne(id)
-	case errors.Is(err, errChanged):
+		if s.onRenewed != nil {
+			s.onRenewed(ctx, id)
+		}
+	case errors.Is(err, errChanged), errors.Is(err, errMovePending):
 		s.scheduleOne(id)
 	case errors.Is(err, errFatal):
 		s.log.Error("renewal failed and will not be retried", "cert", id, "err", err)
@@ -179,11 +186,8 @@ func (s *Server) renewOne(ctx context.Context, spec renewSpec, old *x509.Certifi
 			// <key>-temp: recoverRotations at the next start, or the next
 			// renewal, finishes the move; keep the temp key.
 			s.log.Error("renewal: moving the new key over the old failed; it is finished at the next start", "cert", spec.certID, "err", err)
-			return nil
+			return errMovePending
 		}
-	}
-	if s.onRenewed != nil {
-		s.onRenewed(spec.certID)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -242,7 +243,12 @@ identity_cert = { method = "local_ca", common_name = "dev", auto_renew = { rotat
 		t.Fatalf("device-id renewal at %v (%v)", at, ok)
 	}
 	old := chain(t, string(first))[0]
+	var renewed []string
+	e.server.onRenewed = func(_ context.Context, id string) { renewed = append(renewed, id) }
 	e.server.renewScheduled(context.Background(), DeviceID)
+	if !slices.Equal(renewed, []string{DeviceID}) {
+		t.Fatalf("OnRenewed got %q, want [%s]", renewed, DeviceID)
+	}
 	now, _ := e.server.leaf(DeviceID)
 	if now.SerialNumber.Cmp(old.SerialNumber) == 0 || !certs.SamePublicKey(now.PublicKey, old.PublicKey) ||
 		now.Subject.CommonName != "dev" || len(now.ExtKeyUsage) != 1 || now.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {

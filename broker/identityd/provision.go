@@ -115,6 +115,28 @@ func (s *Server) Reprovision(ctx context.Context) error {
 	return s.reconcileLocked(ctx)
 }
 
+// CertRenewed is told of every certificate certd renewed on its own. After
+// a renewal of the device identity of a DPS X.509 attestation it
+// reprovisions, as aziot does: DPS registers the device with the new
+// certificate (a group enrollment accepts it; an individual one pins the
+// old certificate and refuses it, which is logged).
+func (s *Server) CertRenewed(ctx context.Context, certID string) {
+	s.mu.Lock()
+	p := s.cfg.Provisioning
+	dps := p != nil && p.Source == "dps"
+	cred := credentialOf(p)
+	s.mu.Unlock()
+	if !dps || cred.kind != "x509" || cred.certID != certID {
+		return
+	}
+	s.log.Info("device identity certificate renewed; reprovisioning with DPS", "cert", certID)
+	if err := s.Reprovision(ctx); err != nil {
+		s.log.Error("reprovisioning after the device identity certificate was renewed failed", "cert", certID, "err", err)
+		return
+	}
+	s.log.Info("reprovisioned with the renewed device identity certificate", "cert", certID)
+}
+
 // Reload applies a new configuration (principals, provisioning settings)
 // and only reconciles module identities: no DPS call (§8.5).
 func (s *Server) Reload(ctx context.Context, cfg *config.Config) error {

@@ -21,6 +21,53 @@ import (
 // TestDPSX509 registers with a TLS client certificate whose key is in the
 // key store (the host does TLS by store ID) and manages modules with it.
 func TestDPSX509(t *testing.T) {
+	r, s, cfg := dpsX509(t)
+	ctx := context.Background()
+	id, err := s.DeviceIdentity(ctx)
+	if err != nil || id.Spec.DeviceID != "x509-dev" || id.Spec.Auth.Type != "x509" || id.Spec.Auth.CertID != DeviceKeyID || id.Spec.Auth.KeyHandle == "" {
+		t.Fatalf("device identity = %+v, %v", id, err)
+	}
+	if got := moduleIDs(r, s.Device()); !slices.Equal(got, []string{"xmod"}) {
+		t.Fatalf("hub modules = %v", got)
+	}
+	s.opts.CertPEM = func(ctx context.Context, id string) ([]byte, error) { return r.certs.Get(ctx, id) }
+	if got := s.registrationID(ctx, cfg.Provisioning); got != "x509-dev" {
+		t.Fatalf("I4 registration_id = %q", got)
+	}
+}
+
+// TestCertRenewedReprovisions: once certd has renewed the device identity
+// certificate of a DPS X.509 attestation, identityd registers again with
+// it (aziot's device-ID renewal); other certificates change nothing.
+func TestCertRenewedReprovisions(t *testing.T) {
+	r, s, _ := dpsX509(t)
+	ctx := context.Background()
+	operation := func() string {
+		regs := r.emu.Registrations()
+		if len(regs) != 1 || regs[0].Status != "assigned" {
+			t.Fatalf("registrations %+v", regs)
+		}
+		return regs[0].OperationID
+	}
+	first := operation()
+	s.CertRenewed(ctx, "edge-ca")
+	if operation() != first {
+		t.Fatal("a renewal of another certificate reprovisioned")
+	}
+	s.CertRenewed(ctx, DeviceKeyID)
+	if operation() == first {
+		t.Fatal("no DPS registration after the device identity certificate was renewed")
+	}
+	if id, err := s.DeviceIdentity(ctx); err != nil || id.Spec.DeviceID != "x509-dev" {
+		t.Fatalf("device identity after reprovisioning = %+v, %v", id, err)
+	}
+}
+
+// dpsX509 provisions a device through the emulator's DPS with an X.509
+// group enrollment: the device certificate is issued by the group's CA for
+// key pair device-id, and module xmod is configured.
+func dpsX509(t *testing.T) (*rig, *Server, *config.Config) {
+	t.Helper()
 	r := newRig(t, emulator.Options{})
 	ctx := context.Background()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -58,15 +105,5 @@ func TestDPSX509(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := s.DeviceIdentity(ctx)
-	if err != nil || id.Spec.DeviceID != "x509-dev" || id.Spec.Auth.Type != "x509" || id.Spec.Auth.CertID != DeviceKeyID || id.Spec.Auth.KeyHandle == "" {
-		t.Fatalf("device identity = %+v, %v", id, err)
-	}
-	if got := moduleIDs(r, s.Device()); !slices.Equal(got, []string{"xmod"}) {
-		t.Fatalf("hub modules = %v", got)
-	}
-	s.opts.CertPEM = func(ctx context.Context, id string) ([]byte, error) { return r.certs.Get(ctx, id) }
-	if got := s.registrationID(ctx, cfg.Provisioning); got != "x509-dev" {
-		t.Fatalf("I4 registration_id = %q", got)
-	}
+	return r, s, cfg
 }
