@@ -159,6 +159,13 @@ func deviceError(path string, err error) error {
 // maxResponse bounds a TPM response; real ones stay under 4 KiB.
 const maxResponse = 64 << 10
 
+// maxCommand bounds a command sent to swtpm: libtpms's MAX_COMMAND_SIZE
+// (also the kernel's TPM_BUFSIZE). swtpm takes each read() of its socket as
+// one command, so the rest of a longer one would run as commands of their
+// own (with the caller's bytes) and their answers be read as those of the
+// commands that follow.
+const maxCommand = 4096
+
 // streamTPM sends TPM commands over swtpm's server socket (TCP or Unix),
 // which carries raw command and response buffers back to back. It reads
 // each response by the size in its header, so a response split across
@@ -179,6 +186,9 @@ const (
 // TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING is sent the command again
 // after 1, 2, 4, … ms, for up to about 2 s (as tpm2-tss does).
 func (s *streamTPM) Send(cmd []byte) ([]byte, error) {
+	if len(cmd) > maxCommand {
+		return nil, fmt.Errorf("command of %d bytes exceeds the TPM's maximum command size (%d)", len(cmd), maxCommand)
+	}
 	for wait := time.Millisecond; ; wait *= 2 {
 		rsp, err := s.exchange(cmd)
 		if err != nil {

@@ -194,7 +194,9 @@ func (t *TPM) connect() error {
 // out of object slots (tpm2-tools users run tpm2_flushcontext for this).
 func flushLeftovers(tp transport.TPM, log *slog.Logger) error {
 	n := 0
-	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000, 0x03000000} {
+	// Transient objects (0x80…), then loaded sessions (0x02…), which the TPM
+	// lists under their own type: HMAC sessions 0x02…, policy sessions 0x03….
+	for _, first := range []tpm2.TPMHandle{0x80000000, 0x02000000} {
 		rsp, err := tpm2.GetCapability{Capability: tpm2.TPMCapHandles, Property: uint32(first), PropertyCount: 64}.Execute(tp)
 		if err != nil {
 			return cmdErr("TPM2_GetCapability", err)
@@ -204,7 +206,7 @@ func flushLeftovers(tp transport.TPM, log *slog.Logger) error {
 			return fmt.Errorf("TPM2_GetCapability: %w", err)
 		}
 		for _, h := range hs.Handle {
-			if h>>24 != first>>24 {
+			if ht := h >> 24; ht != first>>24 && !(first == 0x02000000 && ht == 0x03) {
 				continue
 			}
 			if _, err := (tpm2.FlushContext{FlushHandle: h}).Execute(tp); err == nil {

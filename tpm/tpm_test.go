@@ -282,6 +282,82 @@ func TestLeftoversFlushed(t *testing.T) {
 	}
 }
 
+// TestLeftoverSessionsFlushed: policy sessions an earlier client left
+// loaded (a go-tpm client, or a wardend stopped during an import) are
+// flushed on connecting, as transient objects are: swtpm has three session
+// slots, and with them taken every import fails with TPM_RC_SESSION_MEMORY.
+func TestLeftoverSessionsFlushed(t *testing.T) {
+	sw := swtpmtest.Start(t, swtpmtest.Options{})
+	raw, err := tpm.OpenRaw(sw.TCTI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, _, err := tpm2.PolicySession(raw, tpm2.TPMAlgSHA256, 16); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	tp := open(t, sw, tpm.Options{})
+	a := activate(t, tp)
+	if err := tp.ImportAuthKey(context.Background(), a.Blob); err != nil {
+		t.Fatal(err)
+	}
+	tp.Close()
+	if out := sw.Tool("tpm2_getcap", "handles-loaded-session"); bytes.Contains(out, []byte("0x")) {
+		t.Fatalf("sessions remain loaded: %s", out)
+	}
+}
+
+// TestOversizedBlob: a blob with a field too large for one TPM command
+// fails without reaching swtpm, which reads a command in one read() of at
+// most 4105 bytes and takes the rest of a longer one as further commands:
+// their answers would be read as those of Warden's next commands, and the
+// caller's bytes would run as TPM commands of their own. Here the blob ends
+// in TPM2_EvictControl of the auth key, placed where swtpm 0.7.1 cuts
+// TPM2_ActivateCredential (90 bytes of go-tpm v0.9.8's header, handles and
+// sessions before the credential blob); the key must stay and still sign.
+func TestOversizedBlob(t *testing.T) {
+	sw := swtpmtest.Start(t, swtpmtest.Options{})
+	tp := open(t, sw, tpm.Options{})
+	ctx := context.Background()
+	good := activate(t, tp)
+	if err := tp.ImportAuthKey(ctx, good.Blob); err != nil {
+		t.Fatal(err)
+	}
+	ab, err := tpm.ParseActivationBlob(good.Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evict := []byte{0x80, 0x02, 0, 0, 0, 35, 0, 0, 0x01, 0x20, 0x40, 0, 0, 0x01, 0x81, 0, 0x01, 0,
+		0, 0, 0, 9, 0x40, 0, 0, 9, 0, 0, 0, 0, 0, 0x81, 0, 0x01, 0}
+	crafted := append(bytes.Repeat([]byte{0x41}, 4105-90-2-len(ab.CredentialBlob)), evict...)
+	tp.Close() // swtpm serves one connection at a time
+	for _, tc := range []struct {
+		name   string
+		secret []byte
+	}{{"oversized", bytes.Repeat([]byte{0x41}, 9000)}, {"crafted", crafted}} {
+		var blob []byte
+		for _, p := range [][]byte{ab.CredentialBlob, tc.secret, ab.Duplicate, ab.EncryptedSeed, ab.Public} {
+			blob = append(blob, tpm2b(p)...)
+		}
+		tp := open(t, sw, tpm.Options{})
+		if err := tp.ImportAuthKey(ctx, blob); err == nil {
+			t.Fatalf("%s blob imported", tc.name)
+		} else {
+			t.Logf("%s blob: %v", tc.name, err)
+		}
+		data := []byte("after the " + tc.name + " blob")
+		if mac, err := tp.SignWithAuthKey(ctx, data); err != nil || !bytes.Equal(mac, good.Sign(data)) {
+			t.Errorf("after the %s blob: %x, %v", tc.name, mac, err)
+		}
+		tp.Close()
+	}
+	if out := sw.Tool("tpm2_getcap", "handles-persistent"); !bytes.Contains(out, []byte("0x81000100")) {
+		t.Fatalf("the auth key is gone: %s", out)
+	}
+}
+
 // TestCorruptedBlob: a byte flipped in any part of a valid blob fails the
 // import (in parsing or in the TPM, with a decoded response code) and the
 // previous key stays.
