@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -216,9 +217,37 @@ func (c *client) caCerts(ctx context.Context, cred credential) ([][]byte, error)
 }
 
 // post sends csr (DER) to simpleenroll or simplereenroll, base64 wrapped at
-// 64 characters as aziot does.
+// 64 characters as aziot does, and returns the answer's certificates with
+// the one issued for the CSR's key first.
 func (c *client) post(ctx context.Context, op string, csr []byte, cred credential) ([][]byte, error) {
-	return c.do(ctx, c.request(methodPost, op, wrap64(base64.StdEncoding.EncodeToString(csr)), cred), op)
+	req, err := x509.ParseCertificateRequest(csr)
+	if err != nil {
+		return nil, errorf(guest.CodeInvalid, "%s: parse the CSR: %v", op, err)
+	}
+	certs, err := c.do(ctx, c.request(methodPost, op, wrap64(base64.StdEncoding.EncodeToString(csr)), cred), op)
+	if err != nil {
+		return nil, err
+	}
+	return issuedFirst(op, certs, req.PublicKey)
+}
+
+// issuedFirst moves the certificate for pub to the front of certs (the
+// order of a certs-only SET is the server's), and refuses an answer that
+// certifies another key: stored as the EST identity, it would fail every
+// later TLS handshake. A CSR key Go cannot parse (nil) is not checked.
+func issuedFirst(op string, certs [][]byte, pub crypto.PublicKey) ([][]byte, error) {
+	want, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if !ok {
+		return certs, nil
+	}
+	for i, d := range certs {
+		if c, err := x509.ParseCertificate(d); err == nil && want.Equal(c.PublicKey) {
+			out := make([][]byte, 0, len(certs))
+			out = append(append(append(out, d), certs[:i]...), certs[i+1:]...)
+			return out, nil
+		}
+	}
+	return nil, errorf(estjob.CodeResponse, "%s: the response holds no certificate for the CSR's key", op)
 }
 
 func wrap64(s string) []byte {
@@ -298,7 +327,7 @@ func parseCertsOnly(op string, resp *guest.HTTPResponse) ([][]byte, error) {
 	ct := header(resp, "Content-Type")
 	mt, _, err := mime.ParseMediaType(ct)
 	if err != nil || !strings.EqualFold(mt, "application/pkcs7-mime") {
-		return nil, errorf(estjob.CodeResponse, "%s: Content-Type %q, want application/pkcs7-mime", op, ct)
+		return nil, errorf(estjob.CodeResponse, "%s: Content-Type %q, want application/pkcs7-mime", op, snippet([]byte(ct)))
 	}
 	certs, err := pkcs7.ParseResponse(resp.Body)
 	if err != nil {

@@ -128,6 +128,11 @@ type fakeServer struct {
 	deferN        int
 	retryAfter    string
 	contentType   string
+	// issueFor, when set, is the key the server certifies instead of the
+	// CSR's (a misbehaving server).
+	issueFor crypto.PublicKey
+	// caFirst sends the CA certificate before the issued one.
+	caFirst bool
 
 	mu   sync.Mutex
 	seen []guest.HTTPRequest
@@ -235,12 +240,20 @@ func (s *fakeServer) handle(w http.ResponseWriter, r *http.Request, t *guest.TLS
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), RawSubject: csr.RawSubject,
 		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	cert, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca, csr.PublicKey, s.caKey)
+	pub := csr.PublicKey
+	if s.issueFor != nil {
+		pub = s.issueFor
+	}
+	cert, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca, pub, s.caKey)
 	if err != nil {
 		http.Error(w, err.Error(), 500)
 		return
 	}
 	w.Header().Set("Content-Type", s.contentType)
+	if s.caFirst {
+		io.WriteString(w, certsOnly(s.ca.Raw, cert))
+		return
+	}
 	io.WriteString(w, certsOnly(cert))
 }
 
