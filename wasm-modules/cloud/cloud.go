@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"time"
+	"unicode/utf8"
 
 	"github.com/warden-iot/warden/wasm-modules/guest"
 )
@@ -51,4 +52,22 @@ func Retried(ctx context.Context, retries, delayMS int, req *guest.HTTPRequest, 
 			return nil, err
 		}
 	}
+}
+
+// maxQuoted is how much of a text from the cloud an error quotes.
+const maxQuoted = 200
+
+// Cut returns s, a text from the cloud's answer (a message, a code, an
+// ID), cut to its first 200 bytes at a character boundary, with "…" when
+// cut. An error quotes no more: a longer one would pass the job's output
+// limit and the job would fail "output", losing its code.
+func Cut(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	i := maxQuoted
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + "…"
 }

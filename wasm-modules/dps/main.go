@@ -157,11 +157,11 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 	if resp.OperationID == "" {
 		return nil, guest.Errorf(dpsjob.CodeResponse, "register: DPS answered %d without an operationId", status)
 	}
-	log.Info("registration accepted", "operation", resp.OperationID)
+	log.Info("registration accepted", "operation", cloud.Cut(resp.OperationID))
 	polls := 0
 	for {
 		if err := guest.Sleep(ctx, c.wait(hdr)); err != nil {
-			return nil, fmt.Errorf("wait for operation %s: %w", resp.OperationID, err)
+			return nil, fmt.Errorf("wait for operation %s: %w", cloud.Cut(resp.OperationID), err)
 		}
 		polls++
 		status, op, h, err := c.do(ctx, "GET", c.url(c.job.ScopeID, "registrations", c.job.RegistrationID, "operations", resp.OperationID), nil)
@@ -191,11 +191,11 @@ func (c *client) register(ctx context.Context) (*dpsjob.Result, error) {
 		case "failed", "disabled", "blacklisted":
 			msg := ""
 			if rs := op.RegistrationState; rs != nil {
-				msg = fmt.Sprintf("%s (code %s)", rs.ErrorMessage, rs.ErrorCode)
+				msg = fmt.Sprintf("%s (code %s)", cloud.Cut(rs.ErrorMessage), cloud.Cut(string(rs.ErrorCode)))
 			}
 			return nil, guest.Errorf(dpsjob.CodeFailed, "registration %s: %s", op.Status, msg)
 		default:
-			return nil, guest.Errorf(dpsjob.CodeResponse, "operation: unknown status %q", op.Status)
+			return nil, guest.Errorf(dpsjob.CodeResponse, "operation: unknown status %q", cloud.Cut(op.Status))
 		}
 	}
 }
@@ -217,6 +217,9 @@ func (c *client) tpmChallenge(ctx context.Context, body map[string]any, regURL s
 		return err
 	}
 	if status != 401 || resp.AuthenticationKey == "" {
+		if status >= 300 {
+			return dpsError("TPM challenge", status, resp)
+		}
 		return guest.Errorf(dpsjob.CodeResponse, "TPM challenge: DPS answered %d without an authenticationKey", status)
 	}
 	if err := c.importKey(ctx, resp.AuthenticationKey); err != nil {
@@ -300,8 +303,10 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 			if errors.As(err, &se) {
 				return 0, nil, nil, se.Err
 			}
+			// Refusals and a missing TLS client certificate or key keep
+			// their code: they are not DPS being unreachable.
 			var ge *guest.Error
-			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
+			if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeNotFound) {
 				return 0, nil, nil, fmt.Errorf("%s %s: %w", method, u, err)
 			}
 			return 0, nil, nil, guest.Errorf(dpsjob.CodeNetwork, "%s %s: %v", method, u, err)
@@ -350,6 +355,7 @@ func dpsError(what string, status int, r *response) error {
 	if msg == "" {
 		msg, code = r.Message, string(r.Code)
 	}
+	msg, code = cloud.Cut(msg), cloud.Cut(code)
 	if status == 401 || status == 403 {
 		return guest.Errorf(dpsjob.CodeAuth, "%s: DPS answered %d: %s (code %s)", what, status, msg, code)
 	}

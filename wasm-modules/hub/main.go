@@ -137,7 +137,7 @@ func check(b []byte, id string) (*module, error) {
 		return nil, guest.Errorf(hubjob.CodeResponse, "module: %v", err)
 	}
 	if m.ModuleID == "" || (id != "" && m.ModuleID != id) {
-		return nil, guest.Errorf(hubjob.CodeResponse, "module: the hub answered moduleId %q for %q", m.ModuleID, id)
+		return nil, guest.Errorf(hubjob.CodeResponse, "module: the hub answered moduleId %q for %q", cloud.Cut(m.ModuleID), id)
 	}
 	return &m, nil
 }
@@ -164,8 +164,10 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 		if errors.As(err, &se) {
 			return nil, se.Err
 		}
+		// Refusals and a missing TLS client certificate or key keep
+		// their code: they are not the hub being unreachable.
 		var ge *guest.Error
-		if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid) {
+		if errors.As(err, &ge) && (ge.Code == guest.CodeDenied || ge.Code == guest.CodeInvalid || ge.Code == guest.CodeNotFound) {
 			return nil, fmt.Errorf("%s %s: %w", method, u, err)
 		}
 		return nil, guest.Errorf(hubjob.CodeNetwork, "%s %s: %v", method, u, err)
@@ -186,8 +188,9 @@ func answerError(method, u string, status int, body []byte) error {
 		msg = e.ErrorMessage
 	}
 	if msg == "" {
-		msg = strings.TrimSpace(string(body[:min(len(body), 200)]))
+		msg = strings.TrimSpace(string(body))
 	}
+	msg = cloud.Cut(msg)
 	code := hubjob.CodeFailed
 	switch {
 	case e.NetworkError || status == 500 || status == 502 || status == 503 || status == 504:
