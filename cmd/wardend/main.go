@@ -34,6 +34,12 @@ func main() {
 }
 
 func run(cfgPath string, logger *slog.Logger) error {
+	// SIGHUP is caught from the start: its default action would kill
+	// wardend while it starts (provisioning can take minutes). One that
+	// comes before the broker is up reloads it once it is.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -44,10 +50,13 @@ func run(cfgPath string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
-		for range hup {
+		for {
+			select {
+			case <-ctx.Done(): // no reload while the broker shuts down
+				return
+			case <-hup:
+			}
 			cfg, err := config.Load(cfgPath)
 			if err != nil {
 				logger.Error("SIGHUP: configuration refused, keeping the running one", "err", err)
