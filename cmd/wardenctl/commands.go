@@ -68,7 +68,11 @@ func policyCmd(args []string) error {
 		}
 		opts.Dir = cfg.Warden.Policy.Dir
 		for _, p := range cfg.Principals {
-			opts.Principals = append(opts.Principals, policy.Principal{UID: p.UID, Name: p.Name, IDType: p.IDType, Keys: p.Keys, Certs: p.Certs})
+			pp := policy.Principal{UID: p.UID, Name: p.Name, IDType: p.IDType, Keys: p.Keys, Certs: p.Certs}
+			if p.LocalID != nil { // as wardend gives it to the policy
+				pp.LocalID = map[string]any{"type": p.LocalID.Type, "attributes": p.LocalID.Attributes}
+			}
+			opts.Principals = append(opts.Principals, pp)
 		}
 	}
 	ctx := context.Background()
@@ -83,10 +87,17 @@ func policyCmd(args []string) error {
 	return printJSON(d)
 }
 
-// socketFlags adds the flags that locate broker.sock.
-func socketFlags(fs *flag.FlagSet) func() (*client.Client, error) {
+// defaultTimeout bounds the wait for wardend's answer (-timeout) of the
+// commands that talk to broker.sock; a stopped or wedged wardend accepts
+// connections and never answers.
+const defaultTimeout = 30 * time.Second
+
+// socketFlags adds the flags that locate broker.sock and -timeout, how long
+// to wait for its answer (default wait).
+func socketFlags(fs *flag.FlagSet, wait time.Duration) (dial func() (*client.Client, error), timeout *time.Duration) {
 	cfgPath := fs.String("c", defaultConfig, "configuration file (to find broker.sock)")
 	socket := fs.String("socket", "", "broker.sock path (overrides -c)")
+	timeout = fs.Duration("timeout", wait, "how long to wait for wardend")
 	return func() (*client.Client, error) {
 		path := *socket
 		if path == "" {
@@ -97,12 +108,12 @@ func socketFlags(fs *flag.FlagSet) func() (*client.Client, error) {
 			path = cfg.SocketPath("broker")
 		}
 		return client.New(path, control.APIVersion), nil
-	}
+	}, timeout
 }
 
 func healthCmd(args []string) error {
 	fs := flag.NewFlagSet("health", flag.ContinueOnError)
-	dial := socketFlags(fs)
+	dial, timeout := socketFlags(fs, defaultTimeout)
 	if err := fs.Parse(args); err != nil {
 		return usageErr("%v", err)
 	}
@@ -110,8 +121,10 @@ func healthCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
 	var out json.RawMessage
-	if err := c.Do(context.Background(), http.MethodGet, "/health", nil, &out); err != nil {
+	if err := c.Do(ctx, http.MethodGet, "/health", nil, &out); err != nil {
 		return err
 	}
 	fmt.Println(string(out))

@@ -23,8 +23,12 @@ func identityCmd(args []string) error {
 	device := fs.Bool("device", false, "the device identity (I2) rather than the caller's own (I1)")
 	token := fs.String("token", "", "a capability token to send, - for standard input, @FILE for a file")
 	ttl := fs.Duration("ttl", time.Hour, "SAS token lifetime (sas)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for wardend (identityd may ask IoT Hub)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return usageErr("%v", err)
+	}
+	if sub == "sas" && *ttl < time.Second { // the expiry is in whole seconds
+		return usageErr("identity sas: --ttl %s: want at least 1s", *ttl)
 	}
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
@@ -39,7 +43,8 @@ func identityCmd(args []string) error {
 	if tok != "" {
 		ids = ids.WithToken(tok)
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
 	get := ids.Identity
 	if *device {
 		get = ids.Device

@@ -26,7 +26,8 @@ commands:
   check [-c FILE] [-timeout D] [tpm]    check the devices the configuration names (exit 1 on a problem)
 
 Commands that talk to wardend find broker.sock from -c FILE (default
-/etc/warden/config.toml), or take --socket PATH. A token argument "-" or
+/etc/warden/config.toml), or take --socket PATH, and give up after
+-timeout D (default 30s; identity and modules 2m). A token argument "-" or
 "@FILE" reads the token from standard input or FILE.
 `
 

@@ -46,10 +46,9 @@ func modulesCmd(args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("modules "+sub, flag.ContinueOnError)
-	dial := socketFlags(fs)
+	dial, timeout := socketFlags(fs, 2*time.Minute)
 	asJSON := fs.Bool("json", false, "print the broker's JSON answer")
 	var job string
-	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the broker")
 	switch sub {
 	case "list", "reload":
 	case "run":

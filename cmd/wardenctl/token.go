@@ -36,17 +36,20 @@ func tokenCmd(args []string) error {
 	}
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("token "+sub, flag.ContinueOnError)
-	dial := socketFlags(fs)
+	dial, timeout := socketFlags(fs, defaultTimeout)
 	var caps capFlag
 	var ttl time.Duration
 	var raw bool
 	var tok, id string
-	uid := fs.Int64("uid", -1, "hand the attenuated token to this uid")
+	uid := int64(-1)
 	switch sub {
 	case "mint", "attenuate":
 		fs.Var(&caps, "cap", "capability RESOURCE=OP[,OP] (repeatable)")
 		fs.DurationVar(&ttl, "ttl", 0, "lifetime (default: the broker's default_ttl)")
 		fs.BoolVar(&raw, "raw", false, "print only the token")
+		if sub == "attenuate" { // a minted token is the caller's own
+			fs.Int64Var(&uid, "uid", -1, "hand the attenuated token to this uid")
+		}
 	case "revoke":
 		fs.StringVar(&id, "id", "", "token id (jti)")
 	case "introspect":
@@ -66,11 +69,17 @@ func tokenCmd(args []string) error {
 		}
 		tok = strings.TrimSpace(string(b))
 	}
+	// The broker takes whole seconds, and 0 is its default_ttl: a
+	// shorter lifetime must not become the default one.
+	if ttl < 0 || ttl > 0 && ttl < time.Second {
+		return usageErr("token %s: --ttl %s: want at least 1s (or none for the broker's default)", sub, ttl)
+	}
 	c, err := dial()
 	if err != nil {
 		return err
 	}
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
 	switch sub {
 	case "mint", "attenuate":
 		if len(caps) == 0 {
@@ -83,8 +92,8 @@ func tokenCmd(args []string) error {
 				return usageErr("token attenuate: --token is required")
 			}
 			path, body["token"] = "/tokens/attenuate", tok
-			if *uid >= 0 {
-				body["uid"] = *uid
+			if uid >= 0 {
+				body["uid"] = uid
 			}
 		}
 		var out tokenResponse
