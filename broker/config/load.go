@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 
 	"github.com/BurntSushi/toml"
 )
@@ -78,7 +79,7 @@ func parse(src source) (map[string]any, error) {
 			// Position.Line counts an error at a newline on the next line;
 			// the byte offset does not.
 			line := 1 + bytes.Count(src.data[:min(max(pe.Position.Start, 0), len(src.data))], []byte("\n"))
-			return nil, &Error{File: src.name, Line: line, Key: pe.LastKey, Err: syntaxError{pe}}
+			return nil, &Error{File: src.name, Line: line, Key: pe.LastKey, Err: syntaxError{pe, secretKey(pe.LastKey)}}
 		}
 		return nil, &Error{File: src.name, Err: err}
 	}
@@ -89,10 +90,32 @@ func parse(src source) (map[string]any, error) {
 }
 
 // syntaxError is a TOML syntax error; it unwraps to the toml.ParseError.
-type syntaxError struct{ pe toml.ParseError }
+// In a secret's value (secret) the parser's message, which quotes what it
+// found (an unquoted password), is not shown.
+type syntaxError struct {
+	pe     toml.ParseError
+	secret bool
+}
 
-func (e syntaxError) Error() string { return "TOML syntax error: " + e.pe.Message }
+func (e syntaxError) Error() string {
+	if e.secret {
+		return "TOML syntax error in a secret's value (not shown; is it quoted?)"
+	}
+	return "TOML syntax error: " + e.pe.Message
+}
+
 func (e syntaxError) Unwrap() error { return e.pe }
+
+// secretKey reports whether the dotted key k is, or is inside, a key whose
+// value EncodeRedacted hides.
+func secretKey(k string) bool {
+	for _, part := range strings.Split(k, ".") {
+		if secretKeys[part] {
+			return true
+		}
+	}
+	return false
+}
 
 // checkFile decodes one file's document on its own, to report unknown keys
 // and wrong types with the file's name. It also puts m in canonical form

@@ -126,6 +126,21 @@ func TestBadConfigs(t *testing.T) {
 		{"socket_group past a 32-bit gid", "[warden]\nsocket_group = \"4294967296\"", "", "warden.socket_group", "out of range"},
 		{"socket_group (gid_t)-1", "[warden]\nsocket_group = \"4294967295\"", "", "warden.socket_group", "out of range"},
 		{"relative state_dir", "[warden]\nstate_dir = \"var/lib\"", "", "warden.state_dir", "absolute"},
+		// wardend would listen on one socket twice (broker.sock then
+		// unreachable), or replace the state directory, keys and all, by a
+		// socket.
+		{"broker_socket on an aziot socket", "[warden]\nsocket_dir = \"/run/w\"\nbroker_socket = \"/run/w/keyd.sock\"", "",
+			"warden.broker_socket", "keyd socket"},
+		{"broker_socket on the socket directory", "[warden]\nsocket_dir = \"/run/w\"\nbroker_socket = \"/run/w/\"", "",
+			"warden.broker_socket", "socket_dir"},
+		{"broker_socket on the state directory", "[warden]\nstate_dir = \"/var/lib/w\"\nbroker_socket = \"/var/lib/w\"", "",
+			"warden.broker_socket", "state_dir"},
+		{"broker_socket above the state directory", "[warden]\nstate_dir = \"/var/lib/w/state\"\nbroker_socket = \"/var/lib/w\"", "",
+			"warden.broker_socket", "state_dir"},
+		// Tokens live whole seconds: the token authority refuses less, and
+		// wardend stopped at start without naming the key.
+		{"default_ttl under a second", "[warden.tokens]\ndefault_ttl = \"500ms\"", "", "warden.tokens.default_ttl", "at least 1s"},
+		{"max_ttl under a second", "[warden.tokens]\ndefault_ttl = \"1s\"\nmax_ttl = \"900ms\"", "", "warden.tokens.max_ttl", "at least 1s"},
 		{"expiry_days zero", "[cert_issuance.dev]\nmethod = \"self_signed\"\nexpiry_days = 0", "", "cert_issuance.dev.expiry_days", "greater than 0"},
 		{"expiry_days past a time.Duration", "[cert_issuance.dev]\nmethod = \"self_signed\"\nexpiry_days = 106752", "", "cert_issuance.dev.expiry_days", "at most 106751"},
 		{"issuance method unknown", "[cert_issuance.dev]\nmethod = \"acme\"", "", "cert_issuance.dev.method", `not "acme"`},
@@ -442,5 +457,47 @@ func TestBadPKCS11URIHidesPIN(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "preloaded_certs.c") || strings.Contains(err.Error(), "s3cr3t") {
 			t.Errorf("a pkcs11: certificate: err = %v, want one on preloaded_certs.c without the PIN", err)
 		}
+	}
+}
+
+// TestSyntaxErrorHidesSecret: a TOML syntax error in the value of a
+// secret (an unquoted password or PIN) does not quote the value; wardend
+// logs the error on SIGHUP. The key and the line are still named.
+func TestSyntaxErrorHidesSecret(t *testing.T) {
+	for _, c := range []struct{ text, key string }{
+		{"[cert_issuance.est.auth]\npassword = hunter\n", "cert_issuance.est.auth.password"},
+		{"[tpm.hierarchy_authorization]\nowner = hunter\n", "tpm.hierarchy_authorization.owner"},
+		{"[provisioning.attestation]\nsymmetric_key = { value = hunter }\n", "provisioning.attestation.symmetric_key.value"},
+		{"[cert_issuance.est.auth]\npassword = \"hunter\\q\"\n", "cert_issuance.est.auth.password"},
+	} {
+		_, err := Load(writeConfig(t, c.text, nil))
+		if err == nil || !strings.Contains(err.Error(), "config.toml:2: "+c.key+": TOML syntax error") {
+			t.Errorf("%q: err = %v, want a syntax error on %s at line 2", c.text, err, c.key)
+			continue
+		}
+		for _, part := range []string{"hunter", `\q`} {
+			if strings.Contains(err.Error(), part) {
+				t.Errorf("%q: the error shows the secret: %v", c.text, err)
+			}
+		}
+	}
+	// Other keys keep the parser's words.
+	_, err := Load(writeConfig(t, "hostname = my-device\n", nil))
+	if err == nil || !strings.Contains(err.Error(), `found "my" instead`) {
+		t.Errorf("err = %v, want the parser's message", err)
+	}
+}
+
+// TestBadPINEscapeHidesPIN: a malformed percent escape in a pin-value
+// among the path attributes is not quoted (the escape error quotes two
+// bytes of the PIN), as for one in the query.
+func TestBadPINEscapeHidesPIN(t *testing.T) {
+	uri := "pkcs11:token=t;object=k;pin-value=12%G4"
+	_, err := Load(writeConfig(t, "[aziot_keys]\npkcs11_lib_path = \"/l.so\"\n[preloaded_keys]\nk = \""+uri+"\"", nil))
+	if err == nil || !strings.Contains(err.Error(), "preloaded_keys.k") {
+		t.Fatalf("err = %v, want an error on preloaded_keys.k", err)
+	}
+	if strings.Contains(err.Error(), "G4") || strings.Contains(err.Error(), "12") {
+		t.Errorf("the error shows part of the PIN: %v", err)
 	}
 }

@@ -64,7 +64,9 @@ func checkPKCS11URI(s string) error {
 		}
 		v, err := url.PathUnescape(value)
 		if err != nil {
-			return fmt.Errorf("pkcs11 URI %q: attribute %s: %w", redactURI(s), name, err)
+			// Not the escape error, which quotes two bytes of the value:
+			// this may be a pin-value.
+			return fmt.Errorf("pkcs11 URI %q: attribute %q: malformed percent escape", redactURI(s), name)
 		}
 		switch name {
 		case "slot-id":

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // validator checks the merged configuration; errors are attributed to files
@@ -479,8 +480,11 @@ func (v *validator) warden(p keyPath) {
 			v.addf(p.k("socket_dir"), "socket path %s is longer than %d bytes", s, maxSocketPath)
 		}
 	}
-	if v.absPath(p.k("broker_socket"), w.BrokerSocket, true) && len(w.BrokerSocket) > maxSocketPath {
-		v.addf(p.k("broker_socket"), "longer than %d bytes", maxSocketPath)
+	if v.absPath(p.k("broker_socket"), w.BrokerSocket, true) {
+		if len(w.BrokerSocket) > maxSocketPath {
+			v.addf(p.k("broker_socket"), "longer than %d bytes", maxSocketPath)
+		}
+		v.brokerSocket(p.k("broker_socket"))
 	}
 	if g := w.SocketGroup; g != "" {
 		n, err := strconv.ParseUint(g, 10, 32)
@@ -497,18 +501,42 @@ func (v *validator) warden(p keyPath) {
 	v.absPath(p.k("policy").k("dir"), w.Policy.Dir, false)
 	v.absPath(p.k("policy").k("decision_log"), w.Policy.DecisionLog, false)
 
+	// Token lifetimes are whole seconds (exp is a NumericDate): the token
+	// authority refuses less than a second.
 	tp := p.k("tokens")
-	if w.Tokens.DefaultTTL.Duration <= 0 {
-		v.addf(tp.k("default_ttl"), "must be positive, not %s", w.Tokens.DefaultTTL)
+	if w.Tokens.DefaultTTL.Duration < time.Second {
+		v.addf(tp.k("default_ttl"), "must be at least 1s, not %s", w.Tokens.DefaultTTL)
 	}
-	if w.Tokens.MaxTTL.Duration <= 0 {
-		v.addf(tp.k("max_ttl"), "must be positive, not %s", w.Tokens.MaxTTL)
+	if w.Tokens.MaxTTL.Duration < time.Second {
+		v.addf(tp.k("max_ttl"), "must be at least 1s, not %s", w.Tokens.MaxTTL)
 	} else if w.Tokens.DefaultTTL.Duration > w.Tokens.MaxTTL.Duration {
 		v.addf(tp.k("default_ttl"), "%s is longer than max_ttl %s", w.Tokens.DefaultTTL, w.Tokens.MaxTTL)
 	}
 
 	for _, name := range sortedKeys(w.Modules) {
 		v.module(p.k("modules").k(name), name, w.Modules[name])
+	}
+}
+
+// brokerSocket checks that broker_socket is a path of its own: the
+// socket is put in place of whatever is at the path, so it must not be an
+// aziot socket (broker.sock would be unreachable), the socket directory or
+// the state directory, or a directory above them.
+func (v *validator) brokerSocket(p keyPath) {
+	w := &v.c.Warden
+	bs := filepath.Clean(w.BrokerSocket)
+	for _, name := range []string{"keyd", "certd", "identityd", "tpmd"} {
+		if bs == v.c.SocketPath(name) {
+			v.addf(p, "%s is also the %s socket", bs, name)
+		}
+	}
+	for _, d := range []struct{ key, dir string }{{"socket_dir", w.SocketDir}, {"state_dir", w.StateDir}} {
+		if d.dir == "" {
+			continue
+		}
+		if dir := filepath.Clean(d.dir); dir == bs || strings.HasPrefix(dir, bs+"/") || bs == "/" {
+			v.addf(p, "%s would replace %s %s", bs, d.key, d.dir)
+		}
 	}
 }
 
