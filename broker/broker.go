@@ -304,15 +304,16 @@ func (b *Broker) close() {
 func (b *Broker) Keys() *hsm.Keys { return b.keys }
 
 // Reload applies a new configuration: principals (policy data and names),
-// connection limits, and the policy directory. Socket paths, the state
-// directory and token lifetimes need a restart; a change to them is logged.
+// connection limits, and the policy directory. Socket paths and group, the
+// state directory, the decision log and token lifetimes need a restart; a
+// change to them is logged.
 func (b *Broker) Reload(ctx context.Context, cfg *config.Config) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	old := b.cfg.Warden
 	if old.StateDir != cfg.Warden.StateDir || old.SocketDir != cfg.Warden.SocketDir || old.BrokerSocket != cfg.Warden.BrokerSocket ||
-		old.Policy.Dir != cfg.Warden.Policy.Dir || old.Tokens != cfg.Warden.Tokens {
-		b.log.Warn("reload: changes to warden state_dir, sockets, policy.dir or tokens take effect at the next restart")
+		old.SocketGroup != cfg.Warden.SocketGroup || old.Policy != cfg.Warden.Policy || old.Tokens != cfg.Warden.Tokens {
+		b.log.Warn("reload: changes to warden state_dir, sockets, socket_group, policy (dir, decision log) or tokens take effect at the next restart")
 	}
 	if err := b.engine.SetPrincipals(ctx, principals(cfg)); err != nil {
 		return fmt.Errorf("reload: %w", err)
