@@ -204,13 +204,6 @@ func (b *Broker) listen(cfg *config.Config) error {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("socket %s: %w", name, err)
 		}
-		// api.Listen replaces whatever is at path, a directory with all
-		// it holds included: only an empty one may go.
-		if fi, err := os.Lstat(path); err == nil && fi.IsDir() {
-			if err := os.Remove(path); err != nil {
-				return fmt.Errorf("socket %s: %s is a directory: %w", name, path, err)
-			}
-		}
 		l, err := api.Listen(path, name, gid)
 		if err != nil {
 			return err

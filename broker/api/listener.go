@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // DefaultMaxRequests is aziot's default per-uid connection limit per socket.
@@ -118,19 +119,25 @@ func (c *PeerConn) Close() error {
 
 // Listen returns a listener for the socket at path. A socket passed by
 // systemd (LISTEN_FDS, matched by LISTEN_FDNAMES against name, or the only
-// one passed) is used as is; otherwise a stale socket at path is removed, a
-// new one bound, and its mode set to 0660 (group gid when gid >= 0).
+// one passed) is used as is; otherwise what is at path (a stale socket, a
+// file or an empty directory; not a socket in use) is removed, a new one
+// bound, and its mode set to 0660 (group gid when gid >= 0).
 func Listen(path, name string, gid int) (net.Listener, error) {
 	if l, err := systemdListener(name); l != nil || err != nil {
 		return l, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
-		if fi.IsDir() {
-			err = os.RemoveAll(path)
-		} else {
-			err = os.Remove(path)
+		// A socket something still listens on is another wardend's: taking
+		// it over would leave that one's callers to this one.
+		if fi.Mode().Type() == os.ModeSocket {
+			if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("socket %s: %s is in use (is another wardend running?)", name, path)
+			}
 		}
-		if err != nil {
+		// os.Remove takes a file or an empty directory, never what a
+		// directory holds (a mistyped path could name the state directory).
+		if err := os.Remove(path); err != nil {
 			return nil, fmt.Errorf("socket %s: remove stale %s: %w", name, path, err)
 		}
 	}

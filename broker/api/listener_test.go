@@ -32,6 +32,33 @@ func TestListenReplacesStaleSocketAndSetsMode(t *testing.T) {
 	}
 }
 
+// TestListenRefusesSocketInUse: a socket another process (another
+// wardend) listens on is not taken over; its listener keeps working.
+func TestListenRefusesSocketInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "svc.sock")
+	first, err := Listen(path, "svc", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	if l, err := Listen(path, "svc", -1); err == nil || !strings.Contains(err.Error(), "in use") {
+		if l != nil {
+			l.Close()
+		}
+		t.Fatalf("second Listen: %v, want in use", err)
+	}
+	go func() {
+		if c, err := first.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatalf("the first listener lost its socket: %v", err)
+	}
+	c.Close()
+}
+
 // TestPerUIDLimit: the connection over the limit is closed with no response;
 // closing one frees a slot.
 func TestPerUIDLimit(t *testing.T) {
