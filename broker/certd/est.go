@@ -60,25 +60,28 @@ func (s *Server) enrollEST(ctx context.Context, id string, csr *x509.Certificate
 			job.IdentitySubject = subj
 		}
 	}
+	bootstrap := false
 	if job.BootstrapCertID != "" && job.IdentityCertID != "" && !s.store.Exists(job.IdentityCertID) {
 		// Another enrollment with the same identity may be enrolling it
 		// right now (its key created, its certificate not yet stored):
 		// wait for it rather than delete the key under it, and look again.
 		s.bootMu.Lock()
 		defer s.bootMu.Unlock()
-		if !s.store.Exists(job.IdentityCertID) {
+		if bootstrap = !s.store.Exists(job.IdentityCertID); bootstrap {
 			if err := s.keys.DeleteKeyPair(ctx, job.IdentityKeyID); err != nil && !errors.Is(err, hsm.ErrNotFound) {
 				return nil, api.Internal(fmt.Errorf("cert %q: delete the stale EST identity key %q: %w", id, job.IdentityKeyID, err))
 			}
 		}
 	}
 	res, err := s.runEST(ctx, job)
-	if err != nil {
-		return nil, api.Internal(fmt.Errorf("cert %q: EST enrollment at %s: %w", id, job.URL, err))
-	}
-	if res.IdentityIssued {
+	// The identity the bootstrap flow stored is renewed from now on, also
+	// when the enrollment it was for failed afterwards.
+	if bootstrap && s.store.Exists(job.IdentityCertID) {
 		s.log.Info("EST identity certificate enrolled with the bootstrap certificate", "cert", job.IdentityCertID)
 		s.scheduleOne(job.IdentityCertID)
+	}
+	if err != nil {
+		return nil, api.Internal(fmt.Errorf("cert %q: EST enrollment at %s: %w", id, job.URL, err))
 	}
 	return estChain(res)
 }

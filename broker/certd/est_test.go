@@ -2,6 +2,7 @@ package certd
 
 import (
 	"context"
+	"errors"
 	"hash/maphash"
 	"sync/atomic"
 	"testing"
@@ -22,6 +23,8 @@ type bootstrapEST struct {
 	*fakeEST
 	e         *env
 	enrolling func(job *estjob.Job)
+	// failJob fails the job's own enrollment, after the identity's.
+	failJob bool
 }
 
 func (b *bootstrapEST) RunEST(ctx context.Context, job *estjob.Job) (*estjob.Result, error) {
@@ -53,6 +56,9 @@ func (b *bootstrapEST) RunEST(ctx context.Context, job *estjob.Job) (*estjob.Res
 			return nil, err
 		}
 		issued = true
+	}
+	if b.failJob {
+		return nil, errors.New("simpleenroll: 403")
 	}
 	res, err := b.fakeEST.RunEST(ctx, job)
 	if err != nil {
@@ -135,5 +141,35 @@ method = "est"
 	}
 	if !certs.SamePublicKey(id.PublicKey, e.publicKey("est-id")) {
 		t.Fatalf("the EST identity certificate is not for key est-id (key present: %v)", e.publicKey("est-id") != nil)
+	}
+}
+
+// TestESTBootstrapIdentityRenewedAfterFailedJob: the bootstrap flow stored
+// the EST identity, then the enrollment it was for failed. The identity is
+// renewed all the same (before, only a restart scheduled it).
+func TestESTBootstrapIdentityRenewedAfterFailedJob(t *testing.T) {
+	e := newEnv(t, `
+[cert_issuance.est.auth]
+bootstrap_identity_cert = "est-boot"
+bootstrap_identity_pk = "est-boot"
+
+[cert_issuance.est.urls]
+default = "https://est.example/.well-known/est"
+
+[cert_issuance.a-1]
+method = "est"
+`)
+	f := newFakeEST(t, time.Hour)
+	e.issueDirect(f, "est-boot", "est-boot")
+	e.server.SetEST(&bootstrapEST{fakeEST: f, e: e, failJob: true})
+	signer, _ := e.keyPair("a-1")
+	if _, err := e.server.Issue(context.Background(), "a-1", []byte(csrPEM(t, signer, "a-1", certs.CSROptions{})), nil); err == nil {
+		t.Fatal("the enrollment succeeded")
+	}
+	if !e.server.Store().Exists("est-id") {
+		t.Fatal("the bootstrap flow stored no identity")
+	}
+	if _, ok := e.server.NextRenewal("est-id"); !ok {
+		t.Fatal("the EST identity the bootstrap flow stored is not scheduled for renewal")
 	}
 }
