@@ -218,7 +218,8 @@ func (u *URI) tokenKey() string {
 
 // Redact replaces the value of every pin-value attribute of s, a string that
 // may or may not be a well-formed PKCS#11 URI, with "REDACTED", so that s can
-// be logged.
+// be logged. The query (after the first '?') is split on '&' only, as
+// ParseURI splits it, so a PIN holding '?' or ';' is redacted whole.
 func Redact(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
@@ -226,8 +227,20 @@ func Redact(s string) string {
 		b.WriteString(s[:i+1])
 		s = s[i+1:]
 	}
+	path, query, hasQuery := strings.Cut(s, "?")
+	redactAttrs(&b, path, ";&")
+	if hasQuery {
+		b.WriteByte('?')
+		redactAttrs(&b, query, "&")
+	}
+	return b.String()
+}
+
+// redactAttrs writes s, attributes separated by any of seps, to b with the
+// value of pin-value replaced.
+func redactAttrs(b *strings.Builder, s, seps string) {
 	for s != "" {
-		end := strings.IndexAny(s, ";?&")
+		end := strings.IndexAny(s, seps)
 		seg, sep := s, ""
 		if end >= 0 {
 			seg, sep, s = s[:end], s[end:end+1], s[end+1:]
@@ -245,5 +258,4 @@ func Redact(s string) string {
 		b.WriteString(seg)
 		b.WriteString(sep)
 	}
-	return b.String()
 }

@@ -165,3 +165,23 @@ func FuzzParseURI(f *testing.F) {
 		}
 	})
 }
+
+// TestRedactWholePIN: a PIN is redacted up to the next '&' however it is
+// spelled: ParseURI reads the query after the first '?' and splits it only
+// on '&', so "?" and ";" are part of the PIN (RFC 7512 allows a raw '?' in
+// a query value).
+func TestRedactWholePIN(t *testing.T) {
+	for _, in := range []string{
+		"pkcs11:object=%zz?pin-value=s3?cr3t",
+		"pkcs11:object=%zz?pin-value=s3;cr3t",
+		"pkcs11:object=k?pin-value=s3?cr3t", // neither slot-id nor token
+	} {
+		_, err := ParseURI(in)
+		if err == nil || strings.Contains(err.Error(), "cr3t") {
+			t.Errorf("ParseURI(%q): the error leaks part of the PIN or is missing: %v", in, err)
+		}
+	}
+	if got, want := Redact("pkcs11:token=t?pin-value=a?b;c&x=1"), "pkcs11:token=t?pin-value=REDACTED&x=1"; got != want {
+		t.Errorf("Redact = %q, want %q", got, want)
+	}
+}
