@@ -266,6 +266,7 @@ func (h *Handles) Verify(ctx context.Context, handle string) (KeyRef, error) {
 	sum := sha256.Sum256(unsafe.Slice(unsafe.StringData(handle), len(handle)))
 	h.mu.Lock()
 	h.syncGen()
+	gen := h.gen
 	ref, ok := h.cur[sum]
 	if !ok {
 		if ref, ok = h.old[sum]; ok {
@@ -281,7 +282,11 @@ func (h *Handles) Verify(ctx context.Context, handle string) (KeyRef, error) {
 		return KeyRef{}, err
 	}
 	h.mu.Lock()
-	h.put(sum, ref)
+	// A handle verified with a validation key that has changed since is
+	// not cached: the cache was emptied for the new key.
+	if h.syncGen(); h.gen == gen {
+		h.put(sum, ref)
+	}
 	h.mu.Unlock()
 	return ref.clone(), nil
 }

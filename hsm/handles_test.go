@@ -7,10 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -338,5 +340,77 @@ func BenchmarkVerifyHandleUncached(b *testing.B) {
 		if _, err := h.verify(ctx, handle, 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// hookP11 is fakeP11 with a hook run inside HMACSHA256, after the MAC is
+// computed, to stop a caller there.
+type hookP11 struct {
+	*fakeP11
+	hookMu sync.Mutex
+	onMAC  func()
+}
+
+func (f *hookP11) setHook(onMAC func()) {
+	f.hookMu.Lock()
+	defer f.hookMu.Unlock()
+	f.onMAC = onMAC
+}
+
+func (f *hookP11) HMACSHA256(ctx context.Context, loc string, msg []byte) ([]byte, error) {
+	mac, err := f.fakeP11.HMACSHA256(ctx, loc, msg)
+	f.hookMu.Lock()
+	hook := f.onMAC
+	f.hookMu.Unlock()
+	if hook != nil {
+		hook()
+	}
+	return mac, err
+}
+
+func openHookKeys(t *testing.T) (*Keys, *hookP11) {
+	t.Helper()
+	f := &hookP11{fakeP11: newFakeP11(t)}
+	k, err := Open(context.Background(), Config{HomeDir: t.TempDir(), PKCS11LibPath: testLib, PKCS11BaseSlot: testSlot,
+		OpenPKCS11: func(string, *slog.Logger) (PKCS11Backend, error) { return f, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, f
+}
+
+// stopOnce returns a hook that stops its first caller until resume is
+// closed, and the channel that says it was reached.
+func stopOnce() (hook func(), reached, resume chan struct{}) {
+	reached, resume = make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	return func() { once.Do(func() { close(reached); <-resume }) }, reached, resume
+}
+
+// TestHandleCacheNotRefilledByOldKey: a Verify whose MAC was computed with
+// the old validation key, and that finishes after the key changed through
+// the store, does not put the handle back into the emptied cache.
+func TestHandleCacheNotRefilledByOldKey(t *testing.T) {
+	ctx := context.Background()
+	k, f := openHookKeys(t)
+	h := NewHandles(k)
+	handle, err := h.Issue(ctx, KeyRef{Kind: KindKey, ID: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hook, reached, resume := stopOnce()
+	f.setHook(hook)
+	done := make(chan error)
+	go func() { _, err := h.Verify(ctx, handle); done <- err }()
+	<-reached
+	f.setHook(nil)
+	if err := k.ImportKey(ctx, HandleValidationKeyID, bytes.Repeat([]byte{7}, 32), UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	h.Verify(ctx, "x") // another request notices the new key
+	close(resume)
+	<-done
+	if _, err := h.Verify(ctx, handle); !errors.Is(err, ErrInvalidHandle) {
+		t.Fatalf("a handle of the old validation key after the key changed: %v, want ErrInvalidHandle", err)
 	}
 }
