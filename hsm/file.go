@@ -62,6 +62,7 @@ type FileBackend struct {
 
 	mu      sync.RWMutex
 	cache   map[string]*fileEntry
+	gen     uint64        // bumped by forget: a load that began before it does not cache
 	recheck time.Duration // recheckAfter; tests shorten it
 }
 
@@ -140,7 +141,7 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 		return nil, err
 	}
 	b.mu.RLock()
-	e := b.cache[path]
+	e, gen := b.cache[path], b.gen
 	b.mu.RUnlock()
 	now := time.Now().UnixNano()
 	if e != nil && now-e.checked.Load() < int64(b.recheck) {
@@ -149,7 +150,11 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	var st unix.Stat_t
 	err := unix.Stat(path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
-		b.forget(path)
+		if e != nil { // removed behind the backend's back
+			b.mu.Lock()
+			delete(b.cache, path)
+			b.mu.Unlock()
+		}
 		return nil, fmt.Errorf("%w: no key file %s", ErrNotFound, path)
 	}
 	if err != nil {
@@ -165,7 +170,11 @@ func (b *FileBackend) load(path string) (*fileEntry, error) {
 	}
 	e.checked.Store(now)
 	b.mu.Lock()
-	b.cache[path] = e
+	// A write, move or delete through the backend since the file was read
+	// may have replaced what was read: then it is used once, not cached.
+	if b.gen == gen {
+		b.cache[path] = e
+	}
 	b.mu.Unlock()
 	return e, nil
 }
@@ -189,6 +198,7 @@ func versionOf(st *unix.Stat_t) fileVersion {
 
 func (b *FileBackend) forget(path string) {
 	b.mu.Lock()
+	b.gen++
 	delete(b.cache, path)
 	b.mu.Unlock()
 }

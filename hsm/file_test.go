@@ -453,3 +453,29 @@ func TestFileHonoursContext(t *testing.T) {
 		t.Error("keys directory created without a key")
 	}
 }
+
+// TestFileDeleteNotUndoneByConcurrentUse: a use of a key that read the file
+// before a delete through the backend, and finishes after it, does not put
+// the deleted key back into the cache: once DeleteKeyPair has returned, the
+// key is gone for every caller.
+func TestFileDeleteNotUndoneByConcurrentUse(t *testing.T) {
+	ctx := context.Background()
+	b := NewFileBackend(nil)
+	b.recheck = time.Hour // only changes through the backend are noticed
+	der, _ := x509.MarshalPKCS8PrivateKey(testRSAKey(t))
+	data := pemKey(t, "PRIVATE KEY", der) // slow to parse: a wide window
+	loc := filepath.Join(t.TempDir(), "p.key")
+	for i := range 300 {
+		writeFile(t, loc, data)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); <-start; b.PublicKey(ctx, loc) }()
+		go func() { defer wg.Done(); <-start; b.DeleteKeyPair(ctx, loc) }()
+		close(start)
+		wg.Wait()
+		if _, err := b.PublicKey(ctx, loc); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("round %d: the deleted key pair is still usable: %v", i, err)
+		}
+	}
+}
