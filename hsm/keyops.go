@@ -88,6 +88,13 @@ func (k *Keys) Encrypt(ctx context.Context, id string, iv, aad, plaintext []byte
 func (k *Keys) Decrypt(ctx context.Context, id string, iv, aad, ciphertext []byte) ([]byte, error) {
 	return use(ctx, k, "AEAD decrypt", id, func(l location) ([]byte, error) {
 		ct, err := unframe(ciphertext, l.file)
+		if err != nil && !l.file && len(ciphertext) >= 1+gcmTag && ciphertext[0] == aeadV1 {
+			// v1 is refused where the key is, not where it is not: a
+			// file key behind a base slot still takes it.
+			if ok, kerr := l.b.KeyExists(ctx, l.loc); kerr == nil && !ok {
+				return nil, ErrNotFound
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

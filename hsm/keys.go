@@ -385,6 +385,7 @@ func (k *Keys) putKey(ctx context.Context, id string, key []byte, usage Usage) e
 		}
 	}
 	var lastErr error
+	var skipped []location // tokens that refused an import: the key they hold is replaced too
 	for _, l := range locs {
 		if key == nil {
 			err = l.b.CreateKey(ctx, l.loc, usage)
@@ -394,6 +395,9 @@ func (k *Keys) putKey(ctx context.Context, id string, key []byte, usage Usage) e
 		if errors.Is(err, ErrUnsupported) && !l.file {
 			k.log.Info("PKCS#11 token cannot store this key, trying the next location", "key", id, "op", what, "err", err)
 			lastErr = err
+			if key != nil {
+				skipped = append(skipped, l)
+			}
 			continue
 		}
 		if err != nil {
@@ -410,6 +414,13 @@ func (k *Keys) putKey(ctx context.Context, id string, key []byte, usage Usage) e
 			}
 		}
 		k.changed(id)
+		// An older key at a location that refused the import would be
+		// found first and used instead of the imported one.
+		for _, s := range skipped {
+			if err := s.b.DeleteKey(ctx, s.loc); err != nil {
+				return fmt.Errorf("hsm: %s %q: delete the key it replaces: %w", what, id, err)
+			}
+		}
 		return nil
 	}
 	return fmt.Errorf("hsm: %s %q: no location can store it: %w", what, id, lastErr)

@@ -640,3 +640,40 @@ func TestPathCacheHoldsNoCallerData(t *testing.T) {
 	}
 	runtime.KeepAlive(k)
 }
+
+// TestDecryptV1FileKeyBehindBaseSlot: a file key made before a base slot was
+// configured (IoT Edge 1.1's iotedge_master_encryption_id) still decrypts
+// its v1 ciphertexts: the token, where the key is not, does not answer for it.
+func TestDecryptV1FileKeyBehindBaseSlot(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeP11(t)
+	k, home := openTokenKeys(t, f)
+	writeFile(t, filepath.Join(home, "keys", KeyFileName("k")), make([]byte, 32))
+	iv := make([]byte, 12)
+	ct, err := k.Encrypt(ctx, "k", iv, nil, []byte("secret"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1 := append(append([]byte{1}, ct[len(ct)-16:]...), ct[1:len(ct)-16]...)
+	if got, err := k.Decrypt(ctx, "k", iv, nil, v1); err != nil || string(got) != "secret" {
+		t.Fatalf("v1 ciphertext with a file key behind a base slot: %q, %v", got, err)
+	}
+}
+
+// TestImportFallbackReplacesTokenKey: an import the token refuses goes to
+// the file, and the older key the token holds under that ID is deleted, as
+// it would otherwise be found first and used instead.
+func TestImportFallbackReplacesTokenKey(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeP11(t)
+	k, _ := openTokenKeys(t, f)
+	f.keys[withObject(testSlot, "k")] = bytes.Repeat([]byte{1}, 32)
+	f.noGenerate = true
+	key := bytes.Repeat([]byte{2}, 32)
+	if err := k.ImportKey(ctx, "k", key, UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	if mac, err := k.HMACSHA256(ctx, "k", []byte("m")); err != nil || !bytes.Equal(mac, DerivedHMACSHA256(key, []byte("m"))) {
+		t.Fatalf("HMAC after the import used the old token key: %v", err)
+	}
+}

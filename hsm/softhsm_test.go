@@ -275,3 +275,22 @@ func TestSoftHSMPreloaded(t *testing.T) {
 		t.Fatalf("Open with a wrong PIN: %v", err)
 	}
 }
+
+// TestSoftHSMImportFallbackReplaces: an import the token cannot take goes to
+// the file, and the key it replaces in the token goes away: the imported
+// key is the one in use, not the old one the token still held.
+func TestSoftHSMImportFallbackReplaces(t *testing.T) {
+	ctx := context.Background()
+	k := openTokenStore(t, newToken(t), t.TempDir(), nil)
+	if err := k.CreateKey(ctx, "k", hsm.UsageSign); err != nil { // in the token
+		t.Fatal(err)
+	}
+	key := []byte("a 16-byte secret") // SoftHSM will not HMAC with it
+	if err := k.ImportKey(ctx, "k", key, hsm.UsageSign); err != nil {
+		t.Fatal(err)
+	}
+	mac, err := k.HMACSHA256(ctx, "k", []byte("m"))
+	if err != nil || !bytes.Equal(mac, hsm.DerivedHMACSHA256(key, []byte("m"))) {
+		t.Fatalf("HMAC after the import: %x, %v; the old token key is still in use", mac, err)
+	}
+}
