@@ -386,7 +386,7 @@ func (b *Broker) openModules(ctx context.Context, cfg *config.Config) error {
 		Decider:  b.engine,
 		// keyd's Guard refuses the token key to its callers; modules get
 		// the same refusal here.
-		ReservedKeys: []string{TokenKeyID},
+		ReservedKeys: []string{TokenKeyID, hsm.HandleValidationKeyID},
 		Caller:       policy.Caller{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PID: int32(os.Getpid()), Exe: exe},
 		Logger:       b.log,
 	})

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/warden-iot/warden/capabilities"
+	"github.com/warden-iot/warden/hsm"
 	"github.com/warden-iot/warden/policy"
 )
 
@@ -116,12 +117,16 @@ func (g *Guard) Caller(ctx context.Context) (policy.Caller, bool) {
 	return policy.Caller{UID: p.UID, GID: p.GID, PID: p.PID, Exe: p.Exe, Principal: g.PrincipalName(p.UID)}, true
 }
 
-// tokenKeyResource is the token key as a resource: no caller may use it,
-// whatever the policy says.
-const tokenKeyResource = "key:" + capabilities.TokenKeyID
+// reservedKeys are the keys of the store no caller may use, whatever the
+// policy says, with why: whoever could sign with them (or import them)
+// would forge what they vouch for.
+var reservedKeys = map[string]string{
+	"key:" + capabilities.TokenKeyID:   "the broker's token key is used by the broker only: signing with it forges capability tokens",
+	"key:" + hsm.HandleValidationKeyID: "the handle validation key is used by keyd only: an HMAC with it forges key handles",
+}
 
 // Authorize decides whether the request in ctx may perform a. An action on
-// the token key, and one that a token does not cover, are refused without
+// a reserved key, and one that a token does not cover, are refused without
 // asking the policy. err is set only when no decision could be made (then
 // the request must fail, closed).
 func (g *Guard) Authorize(ctx context.Context, a policy.Action) (policy.Decision, error) {
@@ -129,9 +134,8 @@ func (g *Guard) Authorize(ctx context.Context, a policy.Action) (policy.Decision
 	if !ok {
 		return policy.Decision{}, errors.New("authorize: request without peer credentials")
 	}
-	if a.Resource == tokenKeyResource {
-		return policy.Decision{Reasons: []string{
-			"the broker's token key is used by the broker only: signing with it forges capability tokens"}}, nil
+	if why, ok := reservedKeys[a.Resource]; ok {
+		return policy.Decision{Reasons: []string{why}}, nil
 	}
 	in := policy.Input{Caller: caller, Action: a, Time: g.now().UTC()}
 	if c := TokenFromContext(ctx); c != nil {

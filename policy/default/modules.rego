@@ -68,13 +68,17 @@ deny contains msg if {
 	])
 }
 
-# The broker's token key (capabilities.TokenKeyID) shares the key store:
-# a module that could sign with it would forge capability tokens. keyd's
-# callers are refused it in Go (api.Guard); module host calls are not.
+# The broker's token key and the handle validation key share the key
+# store: a module that could use them would forge capability tokens or key
+# handles. Go refuses both before any policy is asked (api.Guard for keyd,
+# host.Options.ReservedKeys for modules); this rule says so to a policy
+# author and holds in `opa eval` too.
+reserved_keys := {"key:warden-token-signing-key", "key:handle-validation-key"}
+
 deny contains msg if {
 	input.action.service == "modules"
-	input.action.resource == "key:warden-token-signing-key"
-	msg := concat("", ["host call ", input.action.operation, " may not use the broker's token key"])
+	input.action.resource in reserved_keys
+	msg := concat("", ["host call ", input.action.operation, " may not use ", input.action.resource, ", reserved for the broker"])
 }
 
 module_call_listed(calls) if {

@@ -93,7 +93,8 @@ module_cases := [
 	{"note": "others may not list", "uid": 1000, "op": "list", "res": "modules", "allow": false, "reason": "uid 1000 may not list modules: only uid 0 may"},
 	{"note": "others may not reload", "uid": 1000, "op": "reload", "res": "modules", "allow": false},
 	{"note": "others may not run", "uid": 1001, "op": "run", "res": "module:est", "allow": false},
-	{"note": "sign with the token key", "module": dps, "op": "keys.sign", "res": "key:warden-token-signing-key", "allow": false, "reason": "token key"},
+	{"note": "sign with the token key", "module": dps, "op": "keys.sign", "res": "key:warden-token-signing-key", "allow": false, "reason": "reserved for the broker"},
+	{"note": "hmac with the validation key", "module": dps, "op": "keys.hmac", "res": "key:handle-validation-key", "allow": false, "reason": "reserved for the broker"},
 	{"note": "token key as TLS client key", "module": est, "op": "keys.sign", "res": "key:warden-token-signing-key", "details": {"purpose": "tls-client"}, "allow": false},
 	{"note": "token key even when listed", "module": {"name": "sas", "digest": dps_digest}, "modules": {"sas": {"host_calls": {"keys.sign": ["*"]}}}, "op": "keys.sign", "res": "key:warden-token-signing-key", "allow": false},
 ]
