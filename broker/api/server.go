@@ -298,10 +298,15 @@ func (c *serverConn) serveRequest(ctx context.Context, req *http.Request) (keep 
 		return false
 	}
 	// A rest of the body the handler did not read is drained, within
-	// reason, to reach the next request.
-	n, _ := io.CopyN(io.Discard, req.Body, maxDiscard+1)
+	// reason, to reach the next request. A body that failed (a malformed
+	// chunk, a read timeout) or goes on leaves the stream at no request
+	// boundary: the connection closes, and the body is not closed, as
+	// closing it would read all the rest.
+	if _, err := io.CopyN(io.Discard, req.Body, maxDiscard+1); err != io.EOF {
+		return false
+	}
 	req.Body.Close()
-	return n <= maxDiscard && !req.Close && !w.close && !c.srv.closing.Load()
+	return !req.Close && !w.close && !c.srv.closing.Load()
 }
 
 // run calls the handler; a panic is logged and the connection closed

@@ -392,3 +392,62 @@ func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
 	}
 	return ends[0], ends[1]
 }
+
+// TestServerBodyErrorCloses: a body that could not be read to its end (a
+// malformed chunk, a read timeout) leaves the connection at an unknown
+// place in the stream: what follows must not be served as a request.
+func TestServerBodyErrorCloses(t *testing.T) {
+	path := startServer(t, &Server{Handler: testHandler(), ReadTimeout: 200 * time.Millisecond})
+	for _, target := range []string{"/ignore-body", "/echo"} {
+		got := exchange(t, path, "POST "+target+" HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nGET /smuggled HTTP/1.1\r\nConnection: close\r\n\r\n")
+		if strings.Count(got, "HTTP/1.1 ") != 1 || strings.Contains(got, "plain text") {
+			t.Errorf("%s, malformed chunk: the rest was served as a request:\n%s", target, got)
+		}
+	}
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	io.WriteString(c, "POST /echo HTTP/1.1\r\nContent-Length: 27\r\n\r\nabc")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("slow body: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	// The rest of the body, which looks like a request.
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	if resp, err := http.ReadResponse(br, nil); err == nil {
+		t.Errorf("the rest of a timed-out body was served as a request: %d", resp.StatusCode)
+	}
+}
+
+// TestServerDrainLimit: after the answer, no more than maxDiscard of an
+// unread body is read; a client that keeps sending finds the connection
+// closed rather than read until the request's deadline.
+func TestServerDrainLimit(t *testing.T) {
+	path := startServer(t, &Server{Handler: testHandler(), ReadTimeout: 5 * time.Second})
+	for _, framing := range []string{"Content-Length: 1000000000000\r\n", "Transfer-Encoding: chunked\r\n"} {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(4 * time.Second))
+		chunk := make([]byte, 32<<10)
+		if strings.HasPrefix(framing, "Transfer") {
+			chunk = append([]byte(strconv.FormatInt(int64(len(chunk)), 16)+"\r\n"), append(chunk, "\r\n"...)...)
+		}
+		io.WriteString(c, "POST /ignore-body HTTP/1.1\r\n"+framing+"\r\n")
+		start := time.Now()
+		var werr error
+		for werr == nil && time.Since(start) < 2*time.Second {
+			_, werr = c.Write(chunk)
+		}
+		if werr == nil {
+			t.Errorf("%s: the server read a body it does not want for %v", strings.TrimSpace(framing), time.Since(start))
+		}
+	}
+}
