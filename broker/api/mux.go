@@ -140,7 +140,7 @@ func validPath(next http.Handler, logger *slog.Logger) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if rc := chi.RouteContext(r.Context()); rc != nil {
 			for _, raw := range rc.URLParams.Values {
-				if v, err := url.PathUnescape(raw); err != nil || !utf8.ValidString(v) {
+				if v, err := unescapeCapture(r, raw); err != nil || !utf8.ValidString(v) {
 					WriteError(w, r, logger, NotFound())
 					return
 				}
@@ -153,9 +153,21 @@ func validPath(next http.Handler, logger *slog.Logger) http.Handler {
 // PathParam returns the percent-decoded path capture name, so that IDs
 // containing "/" can be sent as %2F.
 func PathParam(r *http.Request, name string) string {
-	v, err := url.PathUnescape(chi.URLParam(r, name))
+	v, err := unescapeCapture(r, chi.URLParam(r, name))
 	if err != nil {
 		return ""
 	}
 	return v
+}
+
+// unescapeCapture percent-decodes a capture once. chi matches the path as
+// sent (URL.RawPath) when net/url kept it, and otherwise URL.Path, which
+// is already decoded (net/url drops RawPath when it is the canonical
+// encoding of Path, as "50%25" is of "50%"): decoding that again would
+// turn "m%2541" into "mA" and "50%25" into an error.
+func unescapeCapture(r *http.Request, raw string) (string, error) {
+	if r.URL.RawPath == "" {
+		return raw, nil
+	}
+	return url.PathUnescape(raw)
 }
