@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMaxRequests is aziot's default per-uid connection limit per socket.
@@ -118,12 +121,12 @@ func (c *PeerConn) Close() error {
 }
 
 // Listen returns a listener for the socket at path. A socket passed by
-// systemd (LISTEN_FDS, matched by LISTEN_FDNAMES against name, or the only
-// one passed) is used as is; otherwise what is at path (a stale socket, a
+// systemd (LISTEN_FDS) whose name (LISTEN_FDNAMES) is name or which is
+// bound to path is used as is; otherwise what is at path (a stale socket, a
 // file or an empty directory; not a socket in use) is removed, a new one
 // bound, and its mode set to 0660 (group gid when gid >= 0).
 func Listen(path, name string, gid int) (net.Listener, error) {
-	if l, err := systemdListener(name); l != nil || err != nil {
+	if l, err := systemdListener(path, name); l != nil || err != nil {
 		return l, err
 	}
 	if fi, err := os.Lstat(path); err == nil {
@@ -159,9 +162,13 @@ func Listen(path, name string, gid int) (net.Listener, error) {
 	return l, nil
 }
 
-// systemdListener returns the socket systemd passed for name, or nil when
-// the process was not socket-activated (or not for this name).
-func systemdListener(name string) (net.Listener, error) {
+// systemdListener returns the socket systemd passed for name or path, or
+// nil when the process was not socket-activated (or not for this socket).
+// The path counts as much as the name: systemd names a socket after its
+// unit unless told otherwise, and one socket passed without a name is not
+// every service's (the first to ask would take it, close it, and leave the
+// next a closed descriptor).
+func systemdListener(path, name string) (net.Listener, error) {
 	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
 		return nil, nil
 	}
@@ -171,13 +178,10 @@ func systemdListener(name string) (net.Listener, error) {
 	}
 	names := strings.Split(os.Getenv("LISTEN_FDNAMES"), ":")
 	fd := -1
-	for i := 0; i < n; i++ {
-		if i < len(names) && names[i] == name {
+	for i := 0; i < n && fd < 0; i++ {
+		if i < len(names) && names[i] == name || boundTo(3+i, path) {
 			fd = 3 + i
 		}
-	}
-	if fd < 0 && n == 1 && (len(names) < 1 || names[0] == "" || names[0] == "unknown") {
-		fd = 3
 	}
 	if fd < 0 {
 		return nil, nil
@@ -193,6 +197,16 @@ func systemdListener(name string) (net.Listener, error) {
 		return nil, errors.New("socket " + name + ": systemd fd is not a Unix socket")
 	}
 	return l, nil
+}
+
+// boundTo reports whether fd is a Unix socket bound to path.
+func boundTo(fd int, path string) bool {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return false
+	}
+	u, ok := sa.(*unix.SockaddrUnix)
+	return ok && u.Name != "" && filepath.Clean(u.Name) == filepath.Clean(path)
 }
 
 // ConnContext is an http.Server ConnContext that puts the peer of an

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +125,59 @@ func TestPerUIDLimit(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	b.Close()
+}
+
+// TestListenSystemd: a socket passed by systemd serves the service whose
+// path it is bound to, found by that path when its name (LISTEN_FDNAMES)
+// is not the service's (systemd's default is the unit's name) or missing;
+// the other services bind their own paths. Run in a child process, whose
+// fd 3 is the passed socket.
+func TestListenSystemd(t *testing.T) {
+	if dir := os.Getenv("WARDEN_TEST_SYSTEMD_DIR"); dir != "" {
+		os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+		for _, name := range []string{"broker", "keyd", "certd"} {
+			path := filepath.Join(dir, name+".sock")
+			l, err := Listen(path, name, -1)
+			if err != nil {
+				t.Fatalf("Listen %s: %v", name, err)
+			}
+			defer l.Close()
+			if got := l.Addr().String(); got != path {
+				t.Errorf("socket %s listens on %s", name, got)
+			}
+		}
+		return
+	}
+	for _, names := range []string{"", "unknown", "wardend-keyd.socket", "other:keyd"} {
+		dir := t.TempDir()
+		ul, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "keyd.sock"), Net: "unix"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ul.Close()
+		files := []*os.File{}
+		if names == "other:keyd" { // two sockets: fd 3 for another unit, fd 4 keyd's
+			other, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "other.sock"), Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close()
+			f, _ := other.File()
+			files = append(files, f)
+		}
+		f, err := ul.File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestListenSystemd$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "WARDEN_TEST_SYSTEMD_DIR="+dir, "LISTEN_FDS="+strconv.Itoa(len(files)), "LISTEN_FDNAMES="+names)
+		cmd.ExtraFiles = files
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("LISTEN_FDNAMES=%q: %v\n%s", names, err, out)
+		}
+		for _, f := range files {
+			f.Close()
+		}
+	}
 }
