@@ -30,6 +30,10 @@ const maxIdle = 16
 // maxResponseBytes bounds a response body.
 const maxResponseBytes = 8 << 20
 
+// maxHeaderBytes bounds a response's status line and headers (the
+// server's limit on a request's).
+const maxHeaderBytes = 1 << 20
+
 // aLongTimeAgo is a deadline in the past: setting it interrupts blocked I/O.
 var aLongTimeAgo = time.Unix(1, 0)
 
@@ -44,6 +48,7 @@ type pool struct {
 // conn is one keep-alive connection.
 type conn struct {
 	nc       net.Conn
+	r        connReader // what br reads
 	br       *bufio.Reader
 	wbuf     []byte // the request being written, reused
 	deadline bool   // a deadline is set and must be cleared before reuse
@@ -96,7 +101,31 @@ func (p *pool) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &conn{nc: nc, br: bufio.NewReaderSize(nc, 4096)}, nil
+	c := &conn{nc: nc}
+	c.r.nc = nc
+	c.br = bufio.NewReaderSize(&c.r, 4096)
+	return c, nil
+}
+
+var errHeaderTooLarge = errors.New("response header too large")
+
+// connReader reads the connection within a byte limit: maxHeaderBytes
+// while an answer's header is read (readBody bounds the body).
+type connReader struct {
+	nc     net.Conn
+	remain int64
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.remain <= 0 {
+		return 0, errHeaderTooLarge
+	}
+	if int64(len(p)) > r.remain {
+		p = p[:r.remain]
+	}
+	n, err := r.nc.Read(p)
+	r.remain -= int64(n)
+	return n, err
 }
 
 // request is what roundTrip sends: method, path (which may carry a query),
@@ -119,6 +148,9 @@ type response struct {
 // before any byte of an answer. A POST that may have been read is not
 // repeated: it may have been acted on. (http.Transport's rules.)
 func (p *pool) roundTrip(ctx context.Context, req *request) (response, error) {
+	if req.method == "" || !framingSafe(req.method) || !framingSafe(req.path) || !framingSafe(req.token) {
+		return response{}, errBadRequestField
+	}
 	for {
 		c, reused := p.get(), true
 		if c == nil {
@@ -181,13 +213,19 @@ func (c *conn) exchange(ctx context.Context, req *request) (r exchanged, retry b
 	if _, err := c.nc.Write(c.wbuf); err != nil {
 		return r, true, err
 	}
+	c.r.remain = maxHeaderBytes
 	if _, err := c.br.Peek(1); err != nil {
 		return r, req.method == http.MethodGet || req.method == http.MethodHead, err
 	}
-	resp, err := http.ReadResponse(c.br, nil)
+	var hreq *http.Request // ReadResponse reads a body unless told the request was HEAD
+	if req.method == http.MethodHead {
+		hreq = headRequest
+	}
+	resp, err := http.ReadResponse(c.br, hreq)
 	if err != nil {
 		return r, false, fmt.Errorf("read response: %w", err)
 	}
+	c.r.remain = 1<<63 - 1
 	r.status = resp.StatusCode
 	r.body, err = readBody(resp)
 	if err != nil {
@@ -197,6 +235,25 @@ func (c *conn) exchange(ctx context.Context, req *request) (r exchanged, retry b
 	r.keep = !resp.Close && (resp.ContentLength >= 0 || len(resp.TransferEncoding) > 0 || resp.Body == http.NoBody)
 	return r, false, nil
 }
+
+var errBadRequestField = errors.New("method, path or token holds a space or a control character")
+
+// framingSafe reports whether s can be written into the request line or a
+// header as it is: a space or a line break would end it and start what
+// the caller did not mean to send (a header, a whole second request whose
+// answer the next user of the connection would read).
+func framingSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// headRequest tells ReadResponse that an answer is to HEAD (it only reads
+// its Method).
+var headRequest = &http.Request{Method: http.MethodHead}
 
 // appendRequest appends req as HTTP/1.1 to b.
 func appendRequest(b []byte, req *request) []byte {
@@ -229,6 +286,9 @@ var errTooLarge = errors.New("response body too large")
 // readBody reads resp's whole body, at most maxResponseBytes.
 func readBody(resp *http.Response) ([]byte, error) {
 	defer resp.Body.Close()
+	if resp.Body == http.NoBody { // 204, 304, an answer to HEAD (whose length is the GET's)
+		return nil, nil
+	}
 	if n := resp.ContentLength; n >= 0 {
 		if n > maxResponseBytes {
 			return nil, errTooLarge

@@ -309,3 +309,90 @@ func TestNoRepeatOfReadPost(t *testing.T) {
 		t.Errorf("GET reached the handler %d times, want 2 (sent again once)", n)
 	}
 }
+
+// TestHead: the answer to HEAD has no body, whatever its Content-Length
+// says; the connection then carries the next request.
+func TestHead(t *testing.T) {
+	s := newServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"a":"b"}`))
+	})
+	c := New(s.path, "v")
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for range 2 {
+		if b, err := c.Raw(ctx, http.MethodHead, "/", nil); err != nil || len(b) != 0 {
+			t.Fatalf("HEAD: %q %v", b, err)
+		}
+	}
+	var out map[string]string
+	if err := c.Do(ctx, http.MethodGet, "/", nil, &out); err != nil || out["a"] != "b" {
+		t.Fatalf("GET after HEAD: %v %v", out, err)
+	}
+	if n := s.connections(); n != 1 {
+		t.Errorf("%d connections, want 1", n)
+	}
+}
+
+// TestRequestFraming: a token, path or method that would break the
+// request's framing (a line break, a space) is refused, not sent: an
+// injected request would leave its answer on a pooled connection, to be
+// read as the answer of the next request of any copy of the client.
+func TestRequestFraming(t *testing.T) {
+	s := newServer(t, echo)
+	c := New(s.path, "v")
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.WithToken("t\r\n\r\nGET /injected HTTP/1.1\r\nHost: h").Do(ctx, http.MethodGet, "/a", nil, nil); err == nil {
+		t.Error("a token with a line break was sent")
+	}
+	var got map[string]string
+	if err := c.Do(ctx, http.MethodGet, "/b", nil, &got); err != nil || got["uri"] != "/b?api-version=v" {
+		t.Fatalf("GET /b got the answer to %q (%v)", got["uri"], err)
+	}
+	for _, bad := range []struct{ method, path string }{{"GET", "/a b"}, {"GET", "/a\r\nX: y"}, {"G ET", "/a"}, {"", "/a"}} {
+		if err := c.Do(ctx, bad.method, bad.path, nil, nil); err == nil {
+			t.Errorf("%q %q was sent", bad.method, bad.path)
+		}
+		if err := c.Do(ctx, http.MethodGet, "/b", nil, &got); err != nil || got["uri"] != "/b?api-version=v" {
+			t.Fatalf("after %q %q, GET /b got the answer to %q (%v)", bad.method, bad.path, got["uri"], err)
+		}
+	}
+}
+
+// TestHeaderLimit: an answer whose header never ends fails once it passes
+// the header limit, rather than being read into memory until the
+// context's deadline.
+func TestHeaderLimit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	const sent = 64 << 20
+	go func() {
+		nc, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		nc.Read(make([]byte, 4096))
+		io.WriteString(nc, "HTTP/1.1 200 OK\r\nX-Big: ")
+		for n, b := 0, []byte(strings.Repeat("a", 64<<10)); n < sent; n += len(b) {
+			if _, err := nc.Write(b); err != nil {
+				return
+			}
+		}
+		time.Sleep(5 * time.Second) // an endless header, as far as the client can tell
+	}()
+	c := New(path, "v")
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	err = c.Do(ctx, http.MethodGet, "/", nil, nil)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("an endless header: %v, want a failure before the deadline", err)
+	}
+}
