@@ -16,6 +16,7 @@ package certd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -284,8 +285,14 @@ func (s *Server) get(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, pemBody{PEM: string(b)})
 }
 
-// C4: DELETE /certificates/{certId} — a missing cert is success.
+// C4: DELETE /certificates/{certId} — a missing cert is success. The body
+// is not used, but as in aziot's framework a JSON one must parse (422).
 func (s *Server) deleteCert(w http.ResponseWriter, r *http.Request) {
+	var ignored json.RawMessage
+	if err := api.ReadJSON(w, r, &ignored); err != nil && !errors.Is(err, api.ErrNoBody) {
+		api.WriteError(w, r, s.log, err)
+		return
+	}
 	id := api.PathParam(r, "certId")
 	if err := s.authorize(r, OpDelete, id); err != nil {
 		api.WriteError(w, r, s.log, err)

@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/warden-iot/warden/broker/api"
 	"github.com/warden-iot/warden/certs"
 )
 
@@ -188,5 +191,33 @@ func TestExpiredExplicitIssuer(t *testing.T) {
 	json.Unmarshal([]byte(r.body), &got)
 	if r.status != 400 || got.Message != want {
 		t.Fatalf("create under an expired issuer: %d %s, want 400 %q", r.status, r.body, want)
+	}
+}
+
+// TestDeleteBody: aziot's framework parses a DELETE body before the route
+// runs (aziot-api.md §2.3): a non-empty body that is JSON by its
+// Content-Type (or has none) and does not parse is a 422, and nothing is
+// deleted; a body of another media type is ignored; valid JSON of any
+// shape is ignored (C4's body type is serde's IgnoredAny).
+func TestDeleteBody(t *testing.T) {
+	e := newEnv(t, routesConfig)
+	put := func(id string) {
+		t.Helper()
+		check{201, ""}.verify(t, e.call(root, "PUT", "/certificates/"+id, `{"pem":"KEEP"}`))
+	}
+	put("keep")
+	check{422, ""}.verify(t, e.call(root, "DELETE", "/certificates/keep", `{"a":`))
+	check{200, ""}.verify(t, e.call(root, "GET", "/certificates/keep", ""))
+	check{204, ""}.verify(t, e.call(root, "DELETE", "/certificates/keep", `[1,{"x":null}]`))
+	check{400, msgNotFound}.verify(t, e.call(root, "GET", "/certificates/keep", ""))
+
+	put("text")
+	r := httptest.NewRequest("DELETE", "/certificates/text?api-version=2020-09-01", strings.NewReader(`{"a":`))
+	r.Header.Set("Content-Type", "text/plain")
+	r = r.WithContext(api.WithPeer(r.Context(), api.Peer{UID: root, GID: root, PID: 1}))
+	w := httptest.NewRecorder()
+	e.h.ServeHTTP(w, r)
+	if w.Code != 204 {
+		t.Fatalf("DELETE with a text/plain body: %d %s, want 204 (body ignored)", w.Code, w.Body)
 	}
 }
