@@ -118,7 +118,9 @@ func (s *Server) issueLocal(ctx context.Context, m string, serverAuth bool) (*Lo
 	}
 	chain, err := s.opts.Issue(ctx, m, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}))
 	if err != nil {
-		return nil, err
+		// As aziot: any failure of certd here is identityd's internal
+		// error (500), not certd's answer passed through.
+		return nil, api.Internal(fmt.Errorf("local identity certificate %q: %w", m, err))
 	}
 	b, _ := pem.Decode(chain)
 	if b == nil {

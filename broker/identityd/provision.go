@@ -209,11 +209,10 @@ func (s *Server) manual(ctx context.Context, p *config.Provisioning) (*identity.
 		if err := s.importDeviceKey(ctx, cs.SharedAccessKey); err != nil {
 			return nil, err
 		}
-		gw := cs.HostName
-		if cs.GatewayHostName != "" {
-			gw = cs.GatewayHostName
-		}
-		return &identity.Device{HubName: cs.HostName, GatewayHost: gw, DeviceID: cs.DeviceID}, nil
+		// Only HostName, DeviceId and SharedAccessKey count, as in aziot
+		// (GatewayHostName is ignored): the gateway is the hub unless
+		// local_gateway_hostname is configured (provisionLocked).
+		return &identity.Device{HubName: cs.HostName, GatewayHost: cs.HostName, DeviceID: cs.DeviceID}, nil
 	}
 	if a := p.Authentication; a != nil && a.Method == "sas" && a.DeviceIDPK != nil {
 		if err := s.symmetricKey(ctx, a.DeviceIDPK); err != nil {

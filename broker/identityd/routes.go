@@ -306,11 +306,12 @@ type dpsInfo struct {
 // listModules is I5: the hub's modules of the device, without auth; the
 // backups when the hub is unreachable.
 func (s *Server) listModules(w http.ResponseWriter, r *http.Request) {
-	if _, err := typeParam(r, "aziot"); err != nil {
+	// As in aziot, the operation is authorized before the type is checked.
+	if err := s.authorize(r, "list", "identity:module:*"); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	if err := s.authorize(r, "list", "identity:module:*"); err != nil {
+	if _, err := typeParam(r, "aziot"); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
@@ -390,13 +391,13 @@ func (s *Server) createModule(w http.ResponseWriter, r *http.Request) {
 
 // getModule is I7.
 func (s *Server) getModule(w http.ResponseWriter, r *http.Request) {
-	t, err := typeParam(r, "aziot", "local")
-	if err != nil {
+	id := api.PathParam(r, "moduleId")
+	if err := s.authorize(r, "get", "identity:module:"+id); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
-	id := api.PathParam(r, "moduleId")
-	if err := s.authorize(r, "get", "identity:module:"+id); err != nil {
+	t, err := typeParam(r, "aziot", "local")
+	if err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
@@ -413,12 +414,10 @@ func (s *Server) getModule(w http.ResponseWriter, r *http.Request) {
 }
 
 // updateModule is I8: new keys for the module's current generation.
+// The body comes first (415, 422), as aziot's framework parses it before
+// the route runs; then, as in aziot, the authorization and the type.
 func (s *Server) updateModule(w http.ResponseWriter, r *http.Request) {
-	if _, err := typeParam(r, "aziot"); err != nil {
-		api.WriteError(w, r, s.log, err)
-		return
-	}
-	var body any
+	var body json.RawMessage
 	if err := api.RequireJSON(w, r, &body); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
@@ -428,17 +427,27 @@ func (s *Server) updateModule(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
+	if _, err := typeParam(r, "aziot"); err != nil {
+		api.WriteError(w, r, s.log, err)
+		return
+	}
 	s.writeIdentity(w, r, func() (*Identity, error) { return s.withModule(r.Context(), id, s.updateModuleLocked) })
 }
 
-// deleteModule is I9.
+// deleteModule is I9. The body is not used, but as in aziot's framework a
+// JSON one must parse (422) before anything else is looked at.
 func (s *Server) deleteModule(w http.ResponseWriter, r *http.Request) {
-	if _, err := typeParam(r, "aziot"); err != nil {
+	var body json.RawMessage
+	if err := api.ReadJSON(w, r, &body); err != nil && !errors.Is(err, api.ErrNoBody) {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
 	id := api.PathParam(r, "moduleId")
 	if err := s.authorize(r, "delete", "identity:module:"+id); err != nil {
+		api.WriteError(w, r, s.log, err)
+		return
+	}
+	if _, err := typeParam(r, "aziot"); err != nil {
 		api.WriteError(w, r, s.log, err)
 		return
 	}
