@@ -11,13 +11,11 @@ type ConnectionString struct {
 	HostName        string
 	DeviceID        string
 	SharedAccessKey []byte
-	// GatewayHostName is set for a device behind a gateway.
-	GatewayHostName string
 }
 
 // ParseConnectionString parses "HostName=…;DeviceId=…;SharedAccessKey=…"
-// (any order, optional GatewayHostName; the key is base64). Other
-// components are ignored, as aziot and the configuration's validation
+// (any order; the key is base64). Other components (GatewayHostName
+// among them) are ignored, as aziot and the configuration's validation
 // ignore them, and never quoted: a mistyped one may hold the key.
 func ParseConnectionString(s string) (*ConnectionString, error) {
 	var c ConnectionString
@@ -34,8 +32,6 @@ func ParseConnectionString(s string) (*ConnectionString, error) {
 			c.DeviceID = v
 		case "SharedAccessKey":
 			key = v
-		case "GatewayHostName":
-			c.GatewayHostName = v
 		}
 	}
 	if c.HostName == "" || c.DeviceID == "" || key == "" {
