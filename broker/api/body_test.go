@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"net/http/httptest"
 	"testing"
 )
 
@@ -43,6 +44,26 @@ func TestJSONErrorText(t *testing.T) {
 		}
 		if got := UnprocessableJSON(tc.field, err); got.Status != 422 || got.Message != tc.want {
 			t.Errorf("%q in %q: %d %q, want 422 %q", tc.in, tc.field, got.Status, got.Message, tc.want)
+		}
+	}
+}
+
+// TestWriteJSONAsSerde: answers are written as aziot's serde_json writes
+// them, byte for byte: no HTML escaping of &, < and > (a key handle holds
+// "&sig="), no newline after the value.
+func TestWriteJSONAsSerde(t *testing.T) {
+	for _, tc := range []struct {
+		v    any
+		want string
+	}{
+		{map[string]string{"keyHandle": "sr=eyJ9&sig=AB+/=="}, `{"keyHandle":"sr=eyJ9&sig=AB+/=="}`},
+		{errorBody{Message: "local identity for <m> & co"}, `{"message":"local identity for <m> & co"}`},
+		{[]int{1}, `[1]`},
+	} {
+		w := httptest.NewRecorder()
+		WriteJSON(w, 200, tc.v)
+		if got := w.Body.String(); got != tc.want {
+			t.Errorf("WriteJSON(%v) = %q, want %q", tc.v, got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -105,7 +106,7 @@ func WriteError(w http.ResponseWriter, r *http.Request, logger *slog.Logger, err
 
 // WriteJSON writes v as a JSON body with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		status, b = http.StatusInternalServerError, []byte(`{"message":"internal error"}`)
 	}
@@ -117,3 +118,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 
 // NoContent writes 204 with an empty body.
 func NoContent(w http.ResponseWriter) { w.WriteHeader(http.StatusNoContent) }
+
+// marshal is json.Marshal as serde_json writes: <, > and & as they are,
+// not as \u003c, \u003e and \u0026 (a key handle holds "&sig=", a PEM or
+// a message may hold the others), and no newline after the value.
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+}
