@@ -568,3 +568,41 @@ func TestReservedKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestEgressPolicySeesCanonicalHost: the policy narrows the egress
+// allowlist by url:<host:port>, so the host it sees must be the one
+// net/http dials. A trailing dot, or a non-ASCII form that IDNA maps to
+// the same name, passed the allowlist (which trims the dot) but reached
+// the policy as another resource than the deny rule's, and the request
+// went out.
+func TestEgressPolicySeesCanonicalHost(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) {
+		c.Egress = []string{"*.example.org:443"}
+		c.Limits.Timeout = 5 * time.Second
+	}, nil)
+	f.dec.deny["http.do url:internal.example.org:443"] = true
+	urls := []string{
+		"https://internal.example.org/",
+		"https://internal.example.org./",
+		"https://INTERNAL.example.org:443/",
+		"https://\uff49nternal.example.org/", // fullwidth i: IDNA maps it to i
+	}
+	var ss []map[string]any
+	for _, u := range urls {
+		ss = append(ss, call(guest.OpHTTPDo, guest.HTTPRequest{URL: u}))
+	}
+	res, err := f.h.Run(context.Background(), "probe", steps(ss...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range parseProbe(t, res).Steps {
+		if s.Error == nil || s.Error.Code != guest.CodeDenied {
+			t.Errorf("%s: %+v, want denied by the policy", urls[i], s.Error)
+		}
+	}
+	for _, op := range f.dec.ops() {
+		if op != "http.do url:internal.example.org:443" {
+			t.Errorf("the policy was asked about %q", op)
+		}
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // egressRule is one entry of a module's egress allowlist.
@@ -56,6 +58,9 @@ func parseEgressRule(s string) (egressRule, error) {
 	if rest, ok := strings.CutPrefix(host, "*."); ok {
 		r.wildcard, host = true, rest
 	}
+	if h, ok := dialHost(host); ok {
+		host = h
+	}
 	if host == "" || strings.ContainsAny(host, "*/@ \t") {
 		return egressRule{}, fmt.Errorf("egress %q: invalid host", s)
 	}
@@ -79,8 +84,28 @@ func (r egressRule) allows(host, port string) bool {
 	return host == r.host
 }
 
+// dialHost is the name net/http dials for a URL's host name: a non-ASCII
+// name in IDNA's lookup form (as net/http converts it), in lower case,
+// without the trailing dot of an absolute name. ok is false for a name
+// IDNA refuses.
+func dialHost(host string) (_ string, ok bool) {
+	for i := 0; i < len(host); i++ {
+		if host[i] >= 0x80 {
+			a, err := idna.Lookup.ToASCII(host)
+			if err != nil {
+				return "", false
+			}
+			host = a
+			break
+		}
+	}
+	return strings.TrimSuffix(strings.ToLower(host), "."), true
+}
+
 // egressAllowed reports whether a request to u is in the allowlist, and
-// the "host:port" the policy sees (url:<host:port>).
+// the "host:port" the policy sees (url:<host:port>). Both are about the
+// host net/http dials: a policy rule on url:h:p must not be escaped by
+// another spelling of h (a trailing dot, an IDNA-equivalent form).
 func egressAllowed(rules []egressRule, u *url.URL) (bool, string) {
 	host, port := u.Hostname(), u.Port()
 	if port == "" {
@@ -89,7 +114,11 @@ func egressAllowed(rules []egressRule, u *url.URL) (bool, string) {
 			port = "80"
 		}
 	}
-	hp := net.JoinHostPort(strings.ToLower(host), port)
+	host, ok := dialHost(host)
+	if !ok {
+		return false, net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	}
+	hp := net.JoinHostPort(host, port)
 	for _, r := range rules {
 		if r.allows(host, port) {
 			return true, hp

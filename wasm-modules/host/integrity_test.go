@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -315,6 +316,130 @@ func TestParseEgress(t *testing.T) {
 	for _, bad := range []string{"", "a b", "host:0", "host:99999", "*.", "x/y", "a:b:c", "*"} {
 		if _, err := parseEgress([]string{bad}); err == nil {
 			t.Errorf("egress %q accepted", bad)
+		}
+	}
+}
+
+// TestRefusedReloadAfterKeyRevoked: trusted keys named by path are part of
+// the configuration even though the path does not change. An operator who
+// revokes the vendor key by replacing its file has changed the trusted
+// keys: the version signed by the revoked key must stop serving, as it does
+// when trusted_keys itself is edited. It kept serving, because the
+// configuration's strings were unchanged.
+func TestRefusedReloadAfterKeyRevoked(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	otherPub, _, _ := ed25519.GenerateKey(rand.Reader)
+	f := newFixture(t, nil, nil)
+	signFile(t, priv, f.path)
+	keyPath := filepath.Join(f.dir, "vendor.pub")
+	if err := os.WriteFile(keyPath, pub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := f.cfg
+	cfg.SHA256, cfg.Signature, cfg.TrustedKeys = "", f.path+".sig", []string{keyPath}
+	ctx := context.Background()
+	if err := f.h.Load(ctx, []ModuleConfig{cfg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.h.Run(ctx, "probe", steps(map[string]any{"op": "version"})); err != nil {
+		t.Fatal(err)
+	}
+	// A swapped module file that fails verification leaves the version
+	// serving while its key is still trusted...
+	copyModule(t, wasmOf(t, "probe-v2"), f.dir, "probe.wasm")
+	if err := f.h.Reload(ctx); !errors.Is(err, ErrIntegrity) || !strings.Contains(err.Error(), "keeps serving") {
+		t.Fatalf("reload of a tampered file: %v", err)
+	}
+	if _, err := f.h.Run(ctx, "probe", steps(map[string]any{"op": "version"})); err != nil {
+		t.Fatalf("the verified version stopped serving: %v", err)
+	}
+	// ...but not once the key file holds another key.
+	if err := os.WriteFile(keyPath, otherPub, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.h.Reload(ctx); !errors.Is(err, ErrIntegrity) || strings.Contains(err.Error(), "keeps serving") {
+		t.Fatalf("reload after the key was revoked: %v", err)
+	}
+	if _, err := f.h.Run(ctx, "probe", steps(map[string]any{"op": "version"})); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a version signed by a revoked key still runs jobs: %v", err)
+	}
+	if st, _ := f.h.Module("probe"); st.Loaded {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestReloadDuringLoad: a reload (POST /modules/reload) that arrives while
+// a new configuration is being loaded (SIGHUP) re-verifies the new
+// configuration's modules. It read the configuration before waiting for
+// the load in progress, then loaded that stale one over the new: a module
+// the operator had removed came back, and a changed path or pin reverted.
+func TestReloadDuringLoad(t *testing.T) {
+	f := newFixture(t, nil, nil)
+	ctx := context.Background()
+	other := f.cfg
+	other.Name = "other"
+	if err := f.h.Load(ctx, []ModuleConfig{f.cfg, other}); err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(f.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The new configuration drops "other" and reads probe through a FIFO,
+	// so that its load stays in progress until the test writes the file.
+	fifo := filepath.Join(f.dir, "probe.fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	next := f.cfg
+	next.Path = fifo
+	feed := func() error { // one read of the FIFO: blocks until a reader opens it
+		w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err != nil {
+			return err
+		}
+		defer w.Close()
+		_, err = w.Write(bin)
+		return err
+	}
+	loaded := make(chan error, 1)
+	go func() { loaded <- f.h.Load(ctx, []ModuleConfig{next}) }()
+	for deadline := time.Now().Add(10 * time.Second); f.h.loadMu.TryLock(); time.Sleep(time.Millisecond) {
+		f.h.loadMu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatal("the load did not start")
+		}
+	}
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- f.h.Reload(ctx) }()
+	time.Sleep(200 * time.Millisecond) // the reload is waiting for the load
+	if err := feed(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-loaded; err != nil {
+		t.Fatal(err)
+	}
+	fed := make(chan error, 1)
+	go func() { fed <- feed() }() // the reload's read of the new path, if it makes one
+	select {
+	case err := <-reloaded:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the reload did not end")
+	}
+	if names := len(f.h.Modules()); names != 1 {
+		t.Errorf("after the reload, %d modules are configured, want 1: %+v", names, f.h.Modules())
+	}
+	if st, _ := f.h.Module("probe"); st.Path != fifo {
+		t.Errorf("after the reload, probe's path is %s, want %s", st.Path, fifo)
+	}
+	select {
+	case <-fed:
+	default: // the stale reload never opened the FIFO: unblock the writer
+		if r, err := os.OpenFile(fifo, os.O_RDONLY|syscall.O_NONBLOCK, 0); err == nil {
+			r.Close()
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -231,11 +232,17 @@ func ctxError(err error) *guest.Error {
 	return guest.Errorf(guest.CodeDeadline, "the job was canceled")
 }
 
+// lineCost is what a log line costs the job's log budget besides its
+// message and attributes: about what the host writes around them (time,
+// level, module, digest). Without it an empty line was free, and a module
+// logged many times its budget in bare newlines or empty log calls.
+const lineCost = 64
+
 // emit logs one line of the job (the module's, or the host's about a host
 // call it refused) within the job's log budget; when the budget runs out
 // one "truncated" line is written and the rest dropped.
 func (j *job) emit(ctx context.Context, level slog.Level, msg string, attrs ...slog.Attr) {
-	n := int64(len(msg))
+	n := lineCost + int64(len(msg))
 	for _, a := range attrs {
 		n += int64(len(a.Key) + len(a.Value.String()))
 	}
@@ -272,12 +279,15 @@ func clip(s string, n int) string {
 
 // Write logs each complete line of p.
 func (w *stderrWriter) Write(p []byte) (int, error) {
-	if !w.oom && strings.Contains(string(w.tail(p)), "out of memory") {
+	if !w.oom && bytes.Contains(w.tail(p), []byte("out of memory")) {
 		w.oom = true
 	}
 	w.buf = append(w.buf, p...)
 	for {
-		i := strings.IndexByte(string(w.buf), '\n')
+		// Not strings.IndexByte(string(w.buf)): that copied the rest of
+		// the buffer for each line, quadratic in a write of many lines
+		// (hours for a module's 4 MiB of newlines, past any deadline).
+		i := bytes.IndexByte(w.buf, '\n')
 		if i < 0 {
 			if len(w.buf) > maxLineBytes {
 				w.line(w.buf[:maxLineBytes])

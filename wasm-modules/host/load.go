@@ -2,6 +2,8 @@ package host
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -63,8 +65,9 @@ func (e *entry) status() ModuleStatus {
 // a retired version closes when its last job ends.
 type module struct {
 	name     string
-	digest   string // "sha256:<hex>"
-	signedBy string // fingerprint of the verifying key, "" if unsigned
+	digest   string            // "sha256:<hex>"
+	signedBy string            // fingerprint of the verifying key, "" if unsigned
+	signer   ed25519.PublicKey // the verifying key, nil if unsigned
 	limits   Limits
 	egress   []egressRule
 	rt       wazero.Runtime
@@ -123,6 +126,11 @@ func sameConfig(a, b ModuleConfig) bool {
 func (h *Host) Load(ctx context.Context, cfgs []ModuleConfig) error {
 	h.loadMu.Lock()
 	defer h.loadMu.Unlock()
+	return h.load(ctx, cfgs)
+}
+
+// load is Load with h.loadMu held.
+func (h *Host) load(ctx context.Context, cfgs []ModuleConfig) error {
 	h.mu.Lock()
 	closed := h.closed
 	old := make(map[string]entry, len(h.entries))
@@ -156,7 +164,7 @@ func (h *Host) Load(ctx context.Context, cfgs []ModuleConfig) error {
 		m, unchanged, err := h.loadVersion(ctx, cfg, prevMod, had && sameConfig(prev.cfg, cfg))
 		switch {
 		case err != nil:
-			keep := prevMod != nil && sameConfig(prev.cfg, cfg)
+			keep := prevMod != nil && sameConfig(prev.cfg, cfg) && stillTrusted(prevMod.signer, cfg)
 			if keep {
 				err = fmt.Errorf("%w (version %s keeps serving)", err, prevMod.digest)
 			}
@@ -210,6 +218,10 @@ func (h *Host) Load(ctx context.Context, cfgs []ModuleConfig) error {
 // Reload re-reads and re-verifies every configured module file (Load with
 // the current configuration): POST /modules/reload and SIGHUP.
 func (h *Host) Reload(ctx context.Context) error {
+	// The configuration is read under loadMu: read before a Load in
+	// progress ends, it would be loaded over that Load's newer one.
+	h.loadMu.Lock()
+	defer h.loadMu.Unlock()
 	h.mu.Lock()
 	cfgs := make([]ModuleConfig, 0, len(h.entries))
 	for _, e := range h.entries {
@@ -217,7 +229,7 @@ func (h *Host) Reload(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	sort.Slice(cfgs, func(i, j int) bool { return cfgs[i].Name < cfgs[j].Name })
-	return h.Load(ctx, cfgs)
+	return h.load(ctx, cfgs)
 }
 
 // loadVersion reads, verifies and compiles cfg's file. When prev has the
@@ -238,7 +250,7 @@ func (h *Host) loadVersion(ctx context.Context, cfg ModuleConfig, prev *module, 
 	if err != nil {
 		return nil, false, fmt.Errorf("module %s: %w", cfg.Name, err)
 	}
-	m := &module{name: cfg.Name, digest: v.digest, signedBy: v.signedBy, egress: egress,
+	m := &module{name: cfg.Name, digest: v.digest, signedBy: v.signedBy, signer: v.signer, egress: egress,
 		limits: cfg.Limits.withDefaults(h.defaults)}
 	if err := h.compile(ctx, m, bin); err != nil {
 		return nil, false, fmt.Errorf("module %s (%s): %w", cfg.Name, v.digest, err)
@@ -268,6 +280,10 @@ func readModule(path string) ([]byte, error) {
 func (h *Host) compile(ctx context.Context, m *module, bin []byte) error {
 	pages := uint32(m.limits.MemoryMB) * 16 // 64 KiB pages
 	rcfg := wazero.NewRuntimeConfig().
+		// Without reference types, no table.grow (nor more than one table):
+		// a table lives in the host's memory, outside the memory limit,
+		// and table.grow took it up to 32 GiB (see checkTables).
+		WithCoreFeatures(api.CoreFeaturesV2 &^ api.CoreFeatureReferenceTypes).
 		WithCompilationCache(h.cache).
 		WithMemoryLimitPages(pages).
 		WithCloseOnContextDone(true)
@@ -289,6 +305,9 @@ func (h *Host) compile(ctx context.Context, m *module, bin []byte) error {
 		return fmt.Errorf("compile: %w", err)
 	}
 	if err := checkShape(compiled); err != nil {
+		return err
+	}
+	if err := checkTables(bin, uint64(m.limits.MemoryMB)<<20); err != nil {
 		return err
 	}
 	m.rt, m.compiled, ok = rt, compiled, true
@@ -317,6 +336,60 @@ func checkShape(c wazero.CompiledModule) error {
 	for _, mem := range c.ImportedMemories() {
 		mod, name, _ := mem.Import()
 		return fmt.Errorf("the module imports memory %s.%s, which the host does not provide", mod, name)
+	}
+	return nil
+}
+
+// tableEntryBytes is what wazero's tables take of the host's memory per
+// entry (a pointer).
+const tableEntryBytes = 8
+
+// checkTables refuses a module whose function table would take more of the
+// host's memory than the module may have of linear memory: a table is
+// allocated in the host, outside the memory limit, at its declared minimum
+// (up to 2^27 entries, a gigabyte per job). It cannot grow (no reference
+// types, see compile), so that is its size. bin has compiled: it is valid.
+func checkTables(bin []byte, limit uint64) error {
+	errBad := errors.New("the module's table section cannot be read")
+	r := bin[min(8, len(bin)):] // past the magic number and version
+	for len(r) > 0 {
+		id := r[0]
+		size, n := binary.Uvarint(r[1:])
+		if n <= 0 || size > uint64(len(r)-1-n) {
+			return errBad
+		}
+		sec := r[1+n : 1+n+int(size)]
+		r = r[1+n+int(size):]
+		if id != 4 { // the table section
+			continue
+		}
+		count, n := binary.Uvarint(sec)
+		if n <= 0 {
+			return errBad
+		}
+		sec = sec[n:]
+		for range count {
+			// funcref (0x70) or externref (0x6f), then limits: a flag
+			// (bit 0: a maximum follows) and the minimum.
+			if len(sec) < 3 || sec[0] != 0x70 && sec[0] != 0x6f || sec[1] > 1 {
+				return errBad
+			}
+			hasMax := sec[1] == 1
+			entries, n := binary.Uvarint(sec[2:])
+			if n <= 0 {
+				return errBad
+			}
+			if entries*tableEntryBytes > limit {
+				return fmt.Errorf("the module's table of %d entries takes more than its %d MiB memory limit", entries, limit>>20)
+			}
+			sec = sec[2+n:]
+			if hasMax {
+				if _, n = binary.Uvarint(sec); n <= 0 {
+					return errBad
+				}
+				sec = sec[n:]
+			}
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -299,5 +300,139 @@ func TestConcurrentJobs(t *testing.T) {
 	}
 	if st, _ := f.h.Module("probe"); st.Jobs != 8 || st.Running != 0 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestEmptyLogLinesAreCapped: a log line costs the job's log budget what
+// the host writes for it, not only its message: empty lines on stderr, or
+// log calls with an empty message, were free (or nearly), and a module
+// wrote several times its budget in the host's time, level, module and
+// digest fields.
+func TestEmptyLogLinesAreCapped(t *testing.T) {
+	const budget = 2000
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.MaxLogBytes = budget }, nil)
+	logged := func(job []byte) int {
+		t.Helper()
+		start := len(f.logs.String())
+		if _, err := f.h.Run(context.Background(), "probe", job); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, l := range strings.SplitAfter(f.logs.String()[start:], "\n") {
+			if !strings.Contains(l, "module log truncated") && !strings.Contains(l, "module job done") {
+				n += len(l)
+			}
+		}
+		return n
+	}
+	if n := logged(steps(map[string]any{"op": "newlines", "n": 100000})); n > 2*budget {
+		t.Errorf("empty stderr lines: %d bytes of log for a %d-byte budget", n, budget)
+	}
+	var calls []map[string]any
+	for range 500 {
+		calls = append(calls, call(guest.OpLog, guest.LogRequest{}))
+	}
+	if n := logged(steps(calls...)); n > 2*budget {
+		t.Errorf("empty log calls: %d bytes of log for a %d-byte budget", n, budget)
+	}
+}
+
+// tableModule is a WASI command, assembled by hand, with a one-page memory
+// and a function table of min entries, whose _start grows the table by
+// grow entries (table.grow, of the reference-types proposal) or, for 0,
+// does nothing.
+func tableModule(min, grow uint32) []byte {
+	b := []byte{0, 'a', 's', 'm', 1, 0, 0, 0}
+	b = append(b, 1, 4, 1, 0x60, 0, 0) // type section: func () -> ()
+	b = append(b, 3, 2, 1, 0)          // function section: func 0 of type 0
+	tab := binary.AppendUvarint([]byte{1, 0x70, 0}, uint64(min))
+	b = append(append(b, 4, byte(len(tab))), tab...) // table section: funcref, min, no max
+	b = append(b, 5, 3, 1, 0, 1)                     // memory section: 1 page, no max
+	b = append(b, 7, 19, 2, 6, '_', 's', 't', 'a', 'r', 't', 0, 0, 6, 'm', 'e', 'm', 'o', 'r', 'y', 2, 0)
+	body := []byte{0, 0x0b} // no locals; end
+	if grow > 0 {
+		body = []byte{0, 0xd0, 0x70, 0x41} // no locals; ref.null func; i32.const grow
+		body = appendSLEB(body, int64(grow))
+		body = append(body, 0xfc, 0x0f, 0, 0x1a, 0x0b) // table.grow 0; drop; end
+	}
+	code := append([]byte{1, byte(len(body))}, body...)
+	return append(append(b, 10, byte(len(code))), code...)
+}
+
+func appendSLEB(b []byte, v int64) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 && c&0x40 == 0 || v == -1 && c&0x40 != 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}
+
+// TestTablesWithinMemoryLimit: a module's function tables live in the
+// host's memory, outside the linear memory that memory_limit_mb caps: a
+// table declared with 2^27 entries, or grown by table.grow, took the host
+// a gigabyte per job (table.grow up to 2^32 entries: 32 GiB) under a
+// 1 MiB cap. Such a module is refused, or its job fails; the host never
+// allocates the table.
+func TestTablesWithinMemoryLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		min, grow uint32
+		refusal   string
+	}{
+		{"declared", 1 << 27, 0, "table of 134217728 entries"},
+		{"grown", 0, 1 << 27, "reference-types"},
+		{"small", 1 << 10, 0, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			bin := tableModule(tc.min, tc.grow)
+			path := filepath.Join(dir, "table.wasm")
+			if err := os.WriteFile(path, bin, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(bin)
+			h, err := New(Options{Decider: &decider{deny: map[string]bool{}}, Logger: slog.New(slog.DiscardHandler)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close(context.Background())
+			cfg := ModuleConfig{Name: "table", Path: path, SHA256: hex.EncodeToString(sum[:]), Limits: Limits{MemoryMB: 1, Timeout: 10 * time.Second}}
+			if err := h.Load(context.Background(), []ModuleConfig{cfg}); err != nil {
+				if tc.refusal == "" || !strings.Contains(err.Error(), tc.refusal) {
+					t.Fatalf("Load = %v, want refused for %q", err, tc.refusal)
+				}
+				return
+			}
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err = h.Run(context.Background(), "table", []byte("{}"))
+			runtime.ReadMemStats(&after)
+			if grown := after.TotalAlloc - before.TotalAlloc; grown > 64<<20 {
+				t.Fatalf("a job under a 1 MiB memory cap allocated %d MiB in the host (err %v)", grown>>20, err)
+			}
+			if tc.refusal != "" {
+				t.Fatalf("Run = %v: a module with a table too large for its memory limit ran", err)
+			}
+		})
+	}
+}
+
+// TestStderrFloodIsPrompt: one large write of many lines on stderr is
+// split in time linear in its size, and the job still ends at its
+// deadline.
+func TestStderrFloodIsPrompt(t *testing.T) {
+	f := newFixture(t, func(c *ModuleConfig) { c.Limits.Timeout = 2 * time.Second }, nil)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.h.Run(context.Background(), "probe", steps(map[string]any{"op": "newlines", "n": 4 << 20}))
+		done <- err
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a 4 MiB write of newlines to stderr is still being logged, 10 s into a job with a 2 s timeout")
 	}
 }

@@ -16,8 +16,9 @@ import (
 
 // verified is the outcome of a successful integrity check.
 type verified struct {
-	digest   string // "sha256:<hex>"
-	signedBy string // key fingerprint, "" when no signature is required
+	digest   string            // "sha256:<hex>"
+	signedBy string            // key fingerprint, "" when no signature is required
+	signer   ed25519.PublicKey // the key that verified the signature, or nil
 }
 
 // verify checks bin against cfg: the pinned digest when set, and the
@@ -47,11 +48,28 @@ func verify(bin []byte, cfg ModuleConfig) (verified, error) {
 			return v, fmt.Errorf("%w: trusted key %d: %w", ErrIntegrity, i, err)
 		}
 		if ed25519.Verify(pub, bin, sig) {
-			v.signedBy = Fingerprint(pub)
+			v.signedBy, v.signer = Fingerprint(pub), pub
 			return v, nil
 		}
 	}
 	return v, fmt.Errorf("%w: the signature of %s (%s) is not valid under any of the %d trusted keys", ErrIntegrity, cfg.Path, v.digest, len(cfg.TrustedKeys))
+}
+
+// stillTrusted reports whether a version verified under an earlier
+// reading of cfg would still be: its signing key, when cfg requires a
+// signature, is one of cfg's trusted keys as they read now. Keys given as
+// paths change without the configuration's text changing (an operator
+// revokes a key by replacing its file), so comparing the text is not enough.
+func stillTrusted(signer ed25519.PublicKey, cfg ModuleConfig) bool {
+	if cfg.Signature == "" {
+		return true
+	}
+	for _, k := range cfg.TrustedKeys {
+		if pub, err := ParsePublicKey(k); err == nil && signer != nil && pub.Equal(signer) {
+			return true
+		}
+	}
+	return false
 }
 
 // Fingerprint names an Ed25519 public key: "ed25519:" and the first 16 hex

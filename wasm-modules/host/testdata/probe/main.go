@@ -1,7 +1,7 @@
 // Command probe is the host's test module, hostile on demand: the job is a
 // list of steps, each a host call (op and raw JSON request) or a behaviour
-// (loop, alloc, trap, exit, gopanic, panic, fail, output, stderr, badptr,
-// spin, gosleep, version).
+// (loop, alloc, trap, exit, gopanic, panic, fail, output, stderr, newlines,
+// badptr, spin, gosleep, version).
 // Build: GOOS=wasip1 GOARCH=wasm go build -o probe.wasm . ; -ldflags
 // "-X main.version=v2" gives a second version with another digest.
 package main
@@ -79,6 +79,8 @@ func handle(ctx context.Context, raw json.RawMessage) (any, error) {
 			for i := 0; i < s.N; i++ {
 				fmt.Fprintf(os.Stderr, "probe stderr line %d\n", i)
 			}
+		case "newlines": // n empty lines on stderr, in one write
+			os.Stderr.Write([]byte(strings.Repeat("\n", s.N)))
 		case "badptr":
 			hostCall(0xFFFFFF00, 64, 0, 0)
 		case "spin": // host calls without end
