@@ -68,13 +68,9 @@ func (b *bootstrapEST) RunEST(ctx context.Context, job *estjob.Job) (*estjob.Res
 	return res, nil
 }
 
-// TestESTBootstrapConcurrentEnrollments: two EST enrollments that share an
-// identity which does not exist yet, the second arriving while the first
-// is enrolling the identity with the bootstrap certificate. The second must
-// not delete the identity key the first is enrolling: the stored identity
-// certificate must be for the stored identity key.
-func TestESTBootstrapConcurrentEnrollments(t *testing.T) {
-	e := newEnv(t, `
+// bootstrapConfig enrolls a-1 over EST with a bootstrap credential (est-boot)
+// and no EST identity yet.
+const bootstrapConfig = `
 [cert_issuance.est.auth]
 bootstrap_identity_cert = "est-boot"
 bootstrap_identity_pk = "est-boot"
@@ -84,6 +80,15 @@ default = "https://est.example/.well-known/est"
 
 [cert_issuance.a-1]
 method = "est"
+`
+
+// TestESTBootstrapConcurrentEnrollments: two EST enrollments that share an
+// identity which does not exist yet, the second arriving while the first
+// is enrolling the identity with the bootstrap certificate. The second must
+// not delete the identity key the first is enrolling: the stored identity
+// certificate must be for the stored identity key.
+func TestESTBootstrapConcurrentEnrollments(t *testing.T) {
+	e := newEnv(t, bootstrapConfig+`
 [cert_issuance.a-2]
 method = "est"
 [cert_issuance.a-3]
@@ -148,17 +153,7 @@ method = "est"
 // the EST identity, then the enrollment it was for failed. The identity is
 // renewed all the same (before, only a restart scheduled it).
 func TestESTBootstrapIdentityRenewedAfterFailedJob(t *testing.T) {
-	e := newEnv(t, `
-[cert_issuance.est.auth]
-bootstrap_identity_cert = "est-boot"
-bootstrap_identity_pk = "est-boot"
-
-[cert_issuance.est.urls]
-default = "https://est.example/.well-known/est"
-
-[cert_issuance.a-1]
-method = "est"
-`)
+	e := newEnv(t, bootstrapConfig)
 	f := newFakeEST(t, time.Hour)
 	e.issueDirect(f, "est-boot", "est-boot")
 	e.server.SetEST(&bootstrapEST{fakeEST: f, e: e, failJob: true})

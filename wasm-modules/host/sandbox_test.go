@@ -139,25 +139,31 @@ func trapModule(pages uint32) []byte {
 // TestMemoryCapTrap: a module that traps with its memory far from the cap
 // fails as a trap, not as a memory-limit failure.
 func TestMemoryCapTrap(t *testing.T) {
-	dir := t.TempDir()
-	bin := trapModule(1)
-	path := filepath.Join(dir, "trap.wasm")
-	if err := os.WriteFile(path, bin, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(bin)
-	h, err := New(Options{Decider: &decider{deny: map[string]bool{}}, Logger: slog.New(slog.DiscardHandler)})
+	h, err := loadBinary(t, "trap", trapModule(1), Limits{MemoryMB: 64, Timeout: 10 * time.Second})
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close(context.Background())
-	cfg := ModuleConfig{Name: "trap", Path: path, SHA256: hex.EncodeToString(sum[:]), Limits: Limits{MemoryMB: 64, Timeout: 10 * time.Second}}
-	if err := h.Load(context.Background(), []ModuleConfig{cfg}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err = h.Run(context.Background(), "trap", []byte("{}")); !errors.Is(err, ErrTrap) {
 		t.Fatalf("err = %v, want %v", err, ErrTrap)
 	}
+}
+
+// loadBinary loads bin, a module assembled by the test, as module name
+// with limits on a host of its own (closed at the test's end) and returns
+// the host and Load's error.
+func loadBinary(t *testing.T, name string, bin []byte, limits Limits) (*Host, error) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name+".wasm")
+	if err := os.WriteFile(path, bin, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Options{Decider: &decider{deny: map[string]bool{}}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close(context.Background()) })
+	sum := sha256.Sum256(bin)
+	return h, h.Load(context.Background(), []ModuleConfig{{Name: name, Path: path, SHA256: hex.EncodeToString(sum[:]), Limits: limits}})
 }
 
 // pagesMemory is a linear memory of a given number of pages, with Size
@@ -387,20 +393,8 @@ func TestTablesWithinMemoryLimit(t *testing.T) {
 		{"small", 1 << 10, 0, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			bin := tableModule(tc.min, tc.grow)
-			path := filepath.Join(dir, "table.wasm")
-			if err := os.WriteFile(path, bin, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			sum := sha256.Sum256(bin)
-			h, err := New(Options{Decider: &decider{deny: map[string]bool{}}, Logger: slog.New(slog.DiscardHandler)})
+			h, err := loadBinary(t, "table", tableModule(tc.min, tc.grow), Limits{MemoryMB: 1, Timeout: 10 * time.Second})
 			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Close(context.Background())
-			cfg := ModuleConfig{Name: "table", Path: path, SHA256: hex.EncodeToString(sum[:]), Limits: Limits{MemoryMB: 1, Timeout: 10 * time.Second}}
-			if err := h.Load(context.Background(), []ModuleConfig{cfg}); err != nil {
 				if tc.refusal == "" || !strings.Contains(err.Error(), tc.refusal) {
 					t.Fatalf("Load = %v, want refused for %q", err, tc.refusal)
 				}
