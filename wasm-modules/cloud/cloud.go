@@ -6,6 +6,9 @@ package cloud
 import (
 	"context"
 	"errors"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -70,4 +73,19 @@ func Cut(s string) string {
 		i--
 	}
 	return s[:i] + "…"
+}
+
+// RetryAfter reads a Retry-After of delay-seconds. Seconds past what a
+// time.Duration holds give the longest one: multiplied, they would wrap to
+// a short or negative wait, and the module would hammer the service.
+func RetryAfter(h map[string][]string) (time.Duration, bool) {
+	const most = math.MaxInt64 / int64(time.Second)
+	for k, v := range h {
+		if strings.EqualFold(k, "Retry-After") && len(v) > 0 {
+			if n, err := strconv.ParseInt(strings.TrimSpace(v[0]), 10, 64); err == nil && n >= 0 {
+				return time.Duration(min(n, most)) * time.Second, true
+			}
+		}
+	}
+	return 0, false
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warden-iot/warden/wasm-modules/cloud"
 	"github.com/warden-iot/warden/wasm-modules/cloud/cloudtest"
 	"github.com/warden-iot/warden/wasm-modules/dps/dpsjob"
 	"github.com/warden-iot/warden/wasm-modules/guest"
@@ -68,7 +69,7 @@ func checkDecode(t *testing.T, status int, body []byte) {
 
 func checkRetryAfter(t *testing.T, v string) {
 	t.Helper()
-	d, ok := retryAfter(map[string][]string{"Retry-After": {v}})
+	d, ok := cloud.RetryAfter(map[string][]string{"Retry-After": {v}})
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if ok != (err == nil && n >= 0) {
 		t.Fatalf("Retry-After %q: accepted %v", v, ok)

@@ -22,9 +22,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"math"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -249,7 +247,7 @@ func (c *client) importKey(ctx context.Context, b64 string) error {
 // wait is the delay before the next poll: Retry-After (capped), else the
 // job's poll interval.
 func (c *client) wait(h map[string][]string) time.Duration {
-	if d, ok := retryAfter(h); ok {
+	if d, ok := cloud.RetryAfter(h); ok {
 		return min(d, c.maxPoll())
 	}
 	switch {
@@ -266,21 +264,6 @@ func (c *client) maxPoll() time.Duration {
 		return time.Duration(c.job.MaxPollMS) * time.Millisecond
 	}
 	return time.Minute
-}
-
-// retryAfter reads a Retry-After of delay-seconds. Seconds past what a
-// time.Duration holds give the longest one: multiplied, they would wrap to
-// a short or negative wait, and the module would hammer DPS.
-func retryAfter(h map[string][]string) (time.Duration, bool) {
-	const most = math.MaxInt64 / int64(time.Second)
-	for k, v := range h {
-		if strings.EqualFold(k, "Retry-After") && len(v) > 0 {
-			if n, err := strconv.ParseInt(strings.TrimSpace(v[0]), 10, 64); err == nil && n >= 0 {
-				return time.Duration(min(n, most)) * time.Second, true
-			}
-		}
-	}
-	return 0, false
 }
 
 var defaultThrottle = []int{60_000, 120_000, 180_000, 300_000}
@@ -316,7 +299,7 @@ func (c *client) do(ctx context.Context, method, u string, body []byte) (int, *r
 				return 0, nil, nil, guest.Errorf(dpsjob.CodeThrottled, "%s: DPS answered 429 %d times", method, attempt+1)
 			}
 			c.throttled++
-			d, ok := retryAfter(resp.Header)
+			d, ok := cloud.RetryAfter(resp.Header)
 			if !ok {
 				d = time.Duration(schedule[attempt]) * time.Millisecond
 			}

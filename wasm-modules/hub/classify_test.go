@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/warden-iot/warden/wasm-modules/cloud/cloudtest"
 	"github.com/warden-iot/warden/wasm-modules/guest"
@@ -65,5 +67,35 @@ func TestLongErrorKeepsItsCode(t *testing.T) {
 	var ge *guest.Error
 	if !errors.As(err, &ge) || ge.Code != hubjob.CodeNetwork {
 		t.Fatalf("err = %.300v, want code %q", err, hubjob.CodeNetwork)
+	}
+}
+
+// TestThrottled: a 429 is backed off (Retry-After when given, else 5, 10,
+// 20 s) and the request sent again; a hub that keeps throttling is
+// "network", so identityd serves from backups rather than registering
+// again with DPS.
+func TestThrottled(t *testing.T) {
+	job, _ := json.Marshal(hubjob.Job{Op: hubjob.OpList, URL: "https://hub.example", DeviceID: "dev-1", Authorization: "SharedAccessSignature sr=x"})
+	for _, tc := range []struct {
+		name   string
+		script string
+		code   string
+		sleeps []time.Duration
+	}{
+		{"Retry-After, then an answer", "429 2\n\n200\n[]", "", []time.Duration{2 * time.Second}},
+		{"a long Retry-After is capped", "429 86400\n\n200\n[]", "", []time.Duration{time.Minute}},
+		{"throttled throughout", "429\n\n429\n\n429\n\n429", hubjob.CodeNetwork, []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &cloudtest.Host{Answers: cloudtest.Parse(tc.script), MaxCalls: 50}
+			_, err := cloudtest.Invoke(t, h, handle, job)
+			var ge *guest.Error
+			if tc.code == "" && err != nil || tc.code != "" && (!errors.As(err, &ge) || ge.Code != tc.code) {
+				t.Fatalf("err = %v, want code %q", err, tc.code)
+			}
+			if got := h.Sleeps(); !slices.Equal(got, tc.sleeps) {
+				t.Fatalf("sleeps %v, want %v", got, tc.sleeps)
+			}
+		})
 	}
 }

@@ -158,7 +158,38 @@ func do(ctx context.Context, job *hubjob.Job, method, u string, body []byte, ifM
 		hdr["If-Match"] = []string{"*"}
 	}
 	auth := func(ctx context.Context) (string, error) { return authorization(ctx, job) }
-	resp, err := cloud.Retried(ctx, job.Retries, job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS}, auth)
+	for attempt := 0; ; attempt++ {
+		resp, err := cloud.Retried(ctx, job.Retries, job.RetryDelayMS, &guest.HTTPRequest{Method: method, URL: u, Header: hdr, Body: body, TLS: job.TLS}, auth)
+		if err != nil || resp.Status != 429 {
+			return answer(method, u, resp, err)
+		}
+		// Throttled: back off as aziot's cloud client does. A hub that
+		// keeps throttling is unreachable for now (identityd serves from
+		// backups), not a failure that makes it register again with DPS.
+		if attempt == len(throttleWaits) {
+			return nil, guest.Errorf(hubjob.CodeNetwork, "%s %s: the hub answered 429 %d times", method, u, attempt+1)
+		}
+		d, ok := cloud.RetryAfter(resp.Header)
+		if !ok {
+			d = throttleWaits[attempt]
+		}
+		d = min(d, maxThrottleWait)
+		guest.Logger(ctx).Warn("the hub throttled the request; backing off", "wait", d.String(), "attempt", attempt+1)
+		if err := guest.Sleep(ctx, d); err != nil {
+			return nil, guest.Errorf(hubjob.CodeNetwork, "%s %s: the hub answered 429 and the job cannot wait %s: %v", method, u, d, err)
+		}
+	}
+}
+
+// throttleWaits are the waits after a 429 without Retry-After, one per
+// attempt; maxThrottleWait caps a Retry-After.
+var throttleWaits = []time.Duration{5 * time.Second, 10 * time.Second, 20 * time.Second}
+
+const maxThrottleWait = time.Minute
+
+// answer is the result of one request: the body of a success, else the
+// error in the module's codes.
+func answer(method, u string, resp *guest.HTTPResponse, err error) ([]byte, error) {
 	if err != nil {
 		var se *cloud.SignError
 		if errors.As(err, &se) {
